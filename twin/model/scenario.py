@@ -1,0 +1,184 @@
+"""Scenarios: typed steps parsed by one strict loader.
+
+A scenario file (YAML) names manifests and values (paths relative to the
+scenario file) and a list of steps; each step is a one-key mapping:
+
+```yaml
+scenario: seed-deathstar-l3l4
+description: ...
+manifests: [../examples/seed/http-sw-app.yaml]
+values: ../examples/seed/values.yaml       # optional
+settings: {probe_timeout: 1s}              # optional
+steps:
+  - probe: {name: xwing-lands, from: default/xwing, to: svc:default/deathstar,
+            port: 80, kind: http, method: POST, path: /v1/request-landing,
+            expect: FORWARDED, expect_body: Ship landed}
+  - apply: ../examples/seed/sw_l3_l4_policy.yaml
+  - wait: 1s
+  - delete: CiliumNetworkPolicy/default/rule1
+```
+
+Probe kinds: ``ping`` (ICMP echo), ``http`` (TCP connect and an HTTP
+request), ``tcp`` (connect only), ``udp`` (one datagram, answered by an echo
+server).  ``to`` is ``NS/POD``, ``svc:NS/NAME`` (one probe per backend until
+socket load-balancing lands), ``external`` (the external host on the node
+LAN) or an IPv4 address.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from twin.model.build import parse_duration
+from twin.model.findings import Finding, InputError, error
+from twin.model.schema import check, fmt_path
+from twin.model.yamlsrc import Source, parse_documents
+
+PROBE_KINDS = {"ping": "ICMP", "http": "TCP", "tcp": "TCP", "udp": "UDP"}
+VERDICTS = ("FORWARDED", "DROPPED")
+
+PROBE_SCHEMA = {
+    "name": "str", "from": "str", "to": "str", "port": "int", "kind": "str",
+    "method": "str", "path": "str", "expect": "str", "expect_status": "int", "expect_body": "str",
+    "count": "int",
+}
+SCENARIO_SCHEMA = {
+    "scenario": "str", "description": "str", "manifests": ["str"], "values": "str",
+    "settings": {"probe_timeout": "str", "policy_propagation": "str"},
+    "steps": [{"probe": PROBE_SCHEMA, "apply": "str", "delete": "str", "wait": "str", "note": "str"}],
+}
+
+
+@dataclass(frozen=True)
+class Probe:
+    name: str
+    src: str  # ns/pod
+    dst: str  # ns/pod | svc:ns/name | external | IPv4
+    kind: str = "http"
+    port: int = 80
+    method: str = "GET"
+    path: str = "/"
+    expect: str | None = None
+    expect_status: int | None = None
+    expect_body: str | None = None
+    count: int = 1
+
+    @property
+    def protocol(self) -> str:
+        return PROBE_KINDS[self.kind]
+
+    @property
+    def http(self) -> tuple[str, str] | None:
+        return (self.method, self.path) if self.kind == "http" else None
+
+
+@dataclass(frozen=True)
+class Step:
+    index: int
+    kind: str  # probe | apply | delete | wait | note
+    probe: Probe | None = None
+    path: str = ""  # apply: file (relative to the scenario)
+    target: str = ""  # delete: Kind/ns/name
+    seconds: float = 0.0
+    text: str = ""
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    probe_timeout_s: float = 1.0
+    policy_propagation_s: float = 0.5
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    file: str
+    description: str
+    manifests: tuple[str, ...]
+    values: str | None
+    steps: tuple[Step, ...]
+    settings: Settings = Settings()
+
+
+def parse_scenario(src: Source) -> Scenario:
+    docs, findings = parse_documents(src)
+    if findings:
+        raise InputError(findings)
+    if len(docs) != 1 or not isinstance(docs[0].data, dict):
+        raise InputError([error("Scenario", "", "a scenario file holds exactly one YAML mapping", src.name)])
+    doc = docs[0]
+    data: dict[str, Any] = doc.data
+    obj = f"Scenario {data.get('scenario', '<unnamed>')}"
+    errs: list[Finding] = []
+
+    def err(path: tuple, msg: str) -> None:
+        errs.append(error(obj, fmt_path(path), msg, src.name, doc.line(path)))
+
+    for path, msg in check(data, SCENARIO_SCHEMA):
+        err(path, msg)
+    for req in ("scenario", "manifests", "steps"):
+        if not data.get(req):
+            err((req,), "is required")
+    if errs:
+        raise InputError(errs)
+    settings = Settings()
+    s = data.get("settings") or {}
+    try:
+        settings = Settings(parse_duration(s.get("probe_timeout", "1s")), parse_duration(s.get("policy_propagation", "500ms")))
+    except ValueError as exc:
+        err(("settings",), str(exc))
+    steps = []
+    names = set()
+    for i, raw in enumerate(data["steps"]):
+        path = ("steps", i)
+        keys = [k for k in raw if raw[k] is not None]
+        if len(keys) != 1:
+            err(path, f"a step has exactly one of probe, apply, delete, wait, note; got {sorted(raw)}")
+            continue
+        kind = keys[0]
+        line = doc.line(path)
+        if kind == "probe":
+            p = raw["probe"]
+            pp = path + ("probe",)
+            for req in ("name", "from", "to"):
+                if not p.get(req):
+                    err(pp + (req,), "is required")
+            pkind = p.get("kind", "http")
+            if pkind not in PROBE_KINDS:
+                err(pp + ("kind",), f"must be one of {sorted(PROBE_KINDS)}, got {pkind!r}")
+                continue
+            if p.get("expect") is not None and p["expect"] not in VERDICTS:
+                err(pp + ("expect",), f"must be FORWARDED or DROPPED, got {p['expect']!r}")
+            port = p.get("port", 0 if pkind == "ping" else 80)
+            if pkind != "ping" and not 1 <= port <= 65535:
+                err(pp + ("port",), f"must be 1-65535, got {port}")
+            if p.get("name") in names:
+                err(pp + ("name",), f"duplicate probe name {p.get('name')!r}")
+            names.add(p.get("name"))
+            if pkind != "http" and (p.get("method") or p.get("path") or p.get("expect_status") or p.get("expect_body")):
+                err(pp, "method, path, expect_status and expect_body need kind: http")
+            src_ = str(p.get("from", ""))
+            steps.append(Step(i, "probe", Probe(
+                str(p.get("name")), src_ if "/" in src_ else f"default/{src_}", str(p.get("to", "")), pkind,
+                port if pkind != "ping" else 0, p.get("method", "GET"), p.get("path", "/"), p.get("expect"),
+                p.get("expect_status"), p.get("expect_body"), p.get("count", 1)), line=line))
+        elif kind == "apply":
+            steps.append(Step(i, "apply", path=str(raw["apply"]), line=line))
+        elif kind == "delete":
+            parts = str(raw["delete"]).split("/")
+            if len(parts) != 3 or parts[0] != "CiliumNetworkPolicy":
+                err(path + ("delete",), f"must be CiliumNetworkPolicy/NAMESPACE/NAME, got {raw['delete']!r}")
+                continue
+            steps.append(Step(i, "delete", target=str(raw["delete"]), line=line))
+        elif kind == "wait":
+            try:
+                steps.append(Step(i, "wait", seconds=parse_duration(str(raw["wait"])), line=line))
+            except ValueError as exc:
+                err(path + ("wait",), str(exc))
+        else:
+            steps.append(Step(i, "note", text=str(raw["note"]), line=line))
+    if errs:
+        raise InputError(errs)
+    return Scenario(data["scenario"], src.name, data.get("description", ""), tuple(data["manifests"]),
+                    data.get("values"), tuple(steps), settings)

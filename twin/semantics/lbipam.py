@@ -1,0 +1,117 @@
+"""LB-IPAM: LoadBalancer IP allocation from CiliumLoadBalancerIPPools.
+
+* Pools are considered in manifest order; a pool overlapping an earlier one
+  is marked conflicting and allocates nothing (Cilium marks the newer pool).
+* The first and last address of a CIDR block are skipped unless
+  ``allowFirstLastIPs: "Yes"`` (/31 and /32 blocks use every address).
+* LoadBalancer services are served in manifest order; each takes the lowest
+  free address of the first matching pool; a requested ``loadBalancerIP``
+  (or ``io.cilium/lb-ipam-ips`` annotation) is honoured if a matching pool
+  holds it and it is free.
+* A service no pool matches gets no IP (condition reason ``no_pool``).
+"""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from twin.model.findings import Finding, warning
+from twin.model.objects import Cluster, IPBlock, LBIPPool, Service
+from twin.semantics.identity import selector_matches_labels
+
+IPS_ANNOTATION = "io.cilium/lb-ipam-ips"
+
+
+@dataclass(frozen=True)
+class Allocation:
+    ips: dict  # service key -> tuple of IPv4Address
+    reasons: dict  # service key -> reason when no IP ("no_pool", "pool_exhausted", ...)
+    conflicting: tuple[str, ...]  # pool names
+    findings: tuple[Finding, ...] = ()
+
+
+def block_addresses(block: IPBlock, allow_first_last: bool) -> list[ipaddress.IPv4Address]:
+    if block.cidr is not None:
+        addrs = list(block.cidr) if block.cidr.prefixlen < 31 else list(block.cidr)
+        if block.cidr.prefixlen < 31 and not allow_first_last:
+            addrs = addrs[1:-1]
+        return addrs
+    assert block.start is not None and block.stop is not None
+    return [ipaddress.IPv4Address(i) for i in range(int(block.start), int(block.stop) + 1)]
+
+
+def _ranges(pool: LBIPPool) -> list[tuple[int, int]]:
+    out = []
+    for b in pool.blocks:
+        if b.cidr is not None:
+            out.append((int(b.cidr.network_address), int(b.cidr.broadcast_address)))
+        else:
+            out.append((int(b.start), int(b.stop)))
+    return out
+
+
+def _service_labels(svc: Service) -> dict:
+    labels = dict(svc.labels)
+    labels["io.kubernetes.service.namespace"] = svc.namespace
+    labels["io.kubernetes.service.name"] = svc.name
+    return labels
+
+
+def allocate(cluster: Cluster) -> Allocation:
+    findings: list[Finding] = []
+    active: list[LBIPPool] = []
+    conflicting = []
+    for pool in cluster.pools:
+        if pool.disabled:
+            continue
+        clash = [p.name for p in active if any(a <= d and c <= b for a, b in _ranges(p) for c, d in _ranges(pool))]
+        if clash:
+            conflicting.append(pool.name)
+            findings.append(warning(f"CiliumLoadBalancerIPPool {pool.name}", "spec.blocks",
+                                    f"overlaps pool {', '.join(clash)}: Cilium marks this pool conflicting and allocates nothing from it",
+                                    pool.origin.file, pool.origin.line))
+            continue
+        active.append(pool)
+    free = {p.name: [a for b in p.blocks for a in block_addresses(b, p.allow_first_last)] for p in active}
+    ips: dict = {}
+    reasons: dict = {}
+    for svc in cluster.services:
+        if svc.type != "LoadBalancer" or svc.load_balancer_class not in ("", "io.cilium/l2-announcer"):
+            continue
+        labels = _service_labels(svc)
+        pools = [p for p in active if p.service_selector is None or selector_matches_labels(p.service_selector, labels)]
+        obj = f"Service {svc.key}"
+        if not pools:
+            reasons[svc.key] = "no_pool"
+            findings.append(warning(obj, "spec.type", "LoadBalancer service matches no IP pool: it gets no external IP (reason no_pool)",
+                                    svc.origin.file, svc.origin.line))
+            continue
+        wanted = []
+        ann = dict(svc.annotations).get(IPS_ANNOTATION)
+        if ann:
+            wanted = [ipaddress.IPv4Address(x.strip()) for x in ann.split(",") if x.strip()]
+        elif svc.load_balancer_ip:
+            wanted = [svc.load_balancer_ip]
+        got = []
+        if wanted:
+            for ip in wanted:
+                for p in pools:
+                    if ip in free[p.name]:
+                        free[p.name].remove(ip)
+                        got.append(ip)
+                        break
+                else:
+                    findings.append(warning(obj, "spec.loadBalancerIP", f"requested {ip} is not free in any matching pool: not allocated",
+                                            svc.origin.file, svc.origin.line))
+        else:
+            for p in pools:
+                if free[p.name]:
+                    got.append(free[p.name].pop(0))
+                    break
+            else:
+                reasons[svc.key] = "pool_exhausted"
+                findings.append(warning(obj, "spec.type", "every matching pool is exhausted: no external IP",
+                                        svc.origin.file, svc.origin.line))
+        if got:
+            ips[svc.key] = tuple(got)
+    return Allocation(ips, reasons, tuple(conflicting), tuple(findings))
