@@ -51,7 +51,9 @@ class FlowEvaluator:
               http: tuple[str, str] | None = None) -> FlowQuery:
         return FlowQuery(src, dst_ip, protocol, port, self.pod_at(dst_ip), http)
 
-    def evaluate(self, q: FlowQuery) -> FlowVerdict:
+    def evaluate(self, q: FlowQuery, ingress_engine: PolicyEngine | None = None) -> FlowVerdict:
+        """Egress on the source's engine, then ingress on ``ingress_engine``
+        (the destination node's view; defaults to the same engine)."""
         sid = self.ids.pod_identity(q.src)
         # The source node's ipcache names the destination; the destination
         # node's ipcache names the source (a pod IP maps to the same identity on all nodes).
@@ -63,7 +65,8 @@ class FlowEvaluator:
         if q.dst is None:
             return FlowVerdict(Verdict.FORWARDED, eg, sid, did, None,
                                eg.explanation + f"; destination {q.dst_ip} is outside the cluster (identity {did})")
-        ing = self.engine.decide(self.ids.pod_identity(q.dst), Direction.INGRESS, sid, q.protocol, q.port, l4_http)
+        ieng = ingress_engine or self.engine
+        ing = ieng.decide(ieng.ids.pod_identity(q.dst), Direction.INGRESS, sid, q.protocol, q.port, l4_http)
         expl = f"egress: {eg.explanation}; ingress: {ing.explanation}"
         if not ing.forwarded:
             return FlowVerdict(Verdict.DROPPED, ing, sid, did, Direction.INGRESS, expl)

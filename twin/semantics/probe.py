@@ -83,10 +83,13 @@ def resolve_targets(view, probe: Probe) -> list[ProbeTarget]:
     return [ProbeTarget(pod.key, pod.ip, pod, probe.port)]
 
 
-def predict(view, probe: Probe, target: ProbeTarget) -> Prediction:
+def predict(view, probe: Probe, target: ProbeTarget, ingress_view=None) -> Prediction:
+    """Predict a probe; egress with ``view`` (source node), ingress with
+    ``ingress_view`` (destination node; defaults to ``view``)."""
     src = view.cluster.pod(probe.src)
     proto = PROTOCOL_NAMES[probe.protocol]
-    fv = view.flows.evaluate(view.flows.query(src, target.dst_ip, proto, target.port, probe.http))
+    fv = view.flows.evaluate(view.flows.query(src, target.dst_ip, proto, target.port, probe.http),
+                             ingress_view.engine if ingress_view is not None else None)
     d = fv.decision
     status = body = None
     verdict = fv.verdict.value
