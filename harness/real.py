@@ -1,0 +1,226 @@
+"""The real backend: the scenario on real namespaces, real eBPF and real tools.
+
+``RealCluster`` is the control plane of a real run: it builds the Mininet
+topology from the model, loads one BPF object per node, attaches it to the
+node's lxc devices, and programs the maps from the semantics (ipcache,
+endpoints, policy).  Policy apply/delete reconciles the maps in place.
+
+A probe runs the real tool (ping, curl, a TCP connect, a UDP datagram) in
+the source pod's namespace.  Its verdict comes from what the tool saw
+(answered or refused = forwarded; timed out = dropped) and the BPF flow
+events of that flow give the drop reason, direction and node; where the two
+disagree, the record says so in ``evidence`` and the diff shows it.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+
+from twin.model.enums import Direction, DropReason, Protocol
+from twin.model.findings import TwinError
+from twin.model.objects import Cluster
+from twin.model.observations import FlowRecord
+from twin.model.scenario import Probe
+from twin.semantics.probe import ProbeTarget, resolve_targets
+from twin.semantics.view import ClusterView
+
+PROTO_NUM = {"TCP": int(Protocol.TCP), "UDP": int(Protocol.UDP), "ICMP": int(Protocol.ICMP)}
+
+
+def real_unavailable_reason() -> str | None:
+    """Why the real datapath cannot run here, or None when it can."""
+    if os.geteuid() != 0:
+        return "needs root (network namespaces, tc and BPF programs); run as root after `make setup`"
+    for mod, pkg in (("bcc", "python3-bpfcc"), ("mininet", "mininet"), ("pyroute2", "python3-pyroute2")):
+        try:
+            __import__(mod)
+        except ImportError:
+            return f"Python module {mod!r} is missing (Debian package {pkg}; `make setup` installs it)"
+    src = os.environ.get("BCC_KERNEL_SOURCE")
+    if not src or not os.path.isdir(src):
+        return ("BCC_KERNEL_SOURCE does not point to a kernel-header tree "
+                f"(got {src!r}); `make setup` builds .build/kernel-headers and the Makefile exports it")
+    for tool in ("ping", "curl", "ip", "tc"):
+        if shutil.which(tool) is None:
+            return f"the tool {tool!r} is missing (`make setup` installs it)"
+    return None
+
+
+@dataclass
+class _Programmed:
+    seconds: dict = field(default_factory=dict)  # node -> seconds to reconcile its maps
+    changes: dict = field(default_factory=dict)  # node -> {"added":..,"updated":..,"deleted":..}
+
+
+class RealCluster:
+    """Topology + one datapath per node, programmed from a cluster state."""
+
+    def __init__(self, cluster: Cluster):
+        self.cluster = cluster
+        self.topo = None
+        self.datapaths: dict = {}
+
+    def __enter__(self) -> "RealCluster":
+        from datapath.node import NodeDatapath
+        from harness.topology import RealTopology
+        try:
+            self.topo = RealTopology(self.cluster).__enter__()
+            for node in self.cluster.nodes:
+                dp = NodeDatapath(self.topo.node_netns(node.name))
+                self.datapaths[node.name] = dp
+                dp.open()
+                dp.attach(self.topo.lxc_by_node(node.name))
+            self.program(self.cluster)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        errors = []
+        for name, dp in list(self.datapaths.items()):
+            try:
+                dp.close()
+            except Exception as exc:  # keep tearing down the rest
+                errors.append(f"{name}: {exc}")
+        self.datapaths.clear()
+        if self.topo is not None:
+            self.topo.close()
+            self.topo = None
+        if errors:
+            raise TwinError("teardown of the datapath failed on " + "; ".join(errors))
+
+    def program(self, cluster: Cluster) -> _Programmed:
+        """Reconcile every node's maps to ``cluster`` (add/update before delete)."""
+        from datapath.errors import UnsupportedPolicyError
+        from datapath.node import EndpointSpec
+        self.cluster = cluster
+        view = ClusterView(cluster)
+        table = view.engine.policy_table()
+        out = _Programmed()
+        for node in cluster.nodes:
+            dp = self.datapaths[node.name]
+            t0 = time.perf_counter()
+            local = [p for p in cluster.pods if p.node == node.name]
+            r_ep = dp.set_endpoints([EndpointSpec(self.topo.lxc_of(p.key), view.ids.pod_identity(p), p.ip) for p in local])
+            r_ip = dp.set_ipcache(view.ids.ipcache(node.name))
+            try:
+                r_pol = dp.set_policy(table, endpoint_identities=[view.ids.pod_identity(p) for p in local])
+            except UnsupportedPolicyError as exc:
+                raise TwinError(f"the real datapath cannot enforce this policy yet: {exc}") from exc
+            out.seconds[node.name] = round(time.perf_counter() - t0, 6)
+            out.changes[node.name] = {k: sum(getattr(r, k) for r in (r_ep, r_ip, r_pol)) for k in ("added", "updated", "deleted")}
+        return out
+
+    def drain_events(self) -> None:
+        for dp in self.datapaths.values():
+            dp.read_events(0)
+
+    def events(self, wait_ms: int = 100) -> list[tuple[str, object]]:
+        out = []
+        for name, dp in self.datapaths.items():
+            out += [(name, e) for e in dp.read_events(wait_ms)]
+        return out
+
+
+def _run_tool(topo, probe: Probe, target: ProbeTarget, timeout: float) -> dict:
+    from harness import tools
+    ip = str(target.dst_ip)
+    if probe.kind == "ping":
+        return tools.ping(topo, probe.src, ip, timeout)
+    if probe.kind == "http":
+        return tools.http(topo, probe.src, ip, target.port, probe.method, probe.path, timeout)
+    if probe.kind == "tcp":
+        return tools.tcp_connect(topo, probe.src, ip, target.port, timeout)
+    return tools.udp_echo(topo, probe.src, ip, target.port, timeout)
+
+
+def observe_probe(rc: RealCluster, view: ClusterView, probe: Probe, target: ProbeTarget, step: int,
+                  t0: float, timeout: float) -> FlowRecord:
+    src = view.cluster.pod(probe.src)
+    rc.drain_events()
+    start = time.monotonic() - t0
+    res = _run_tool(rc.topo, probe, target, timeout)
+    proto = PROTO_NUM[probe.protocol]
+    mine = []
+    for node, e in rc.events(100):
+        if e.src_ip != src.ip or e.dst_ip != target.dst_ip or e.protocol != proto or e.is_reply:
+            continue
+        if proto != int(Protocol.ICMP) and e.dst_port != target.port:
+            continue
+        mine.append((node, e))
+    drops = [(n, e) for n, e in mine if e.verdict.value == "DROPPED"]
+    evidence = [f"{res.get('tool', probe.kind)}: {res['outcome']}" + (f" HTTP {res['status']}" if res.get("status") else "")]
+    evidence += [f"bpf@{n}: {e.direction.name.lower()} {e.verdict.value}" + (f" reason {e.drop_reason}" if e.drop_reason else "")
+                 for n, e in mine]
+    if res["outcome"] in ("answered", "refused"):
+        verdict = "FORWARDED"
+    elif res["outcome"] == "timeout":
+        verdict = "DROPPED"
+        if not drops:
+            evidence.append("no BPF drop event for this flow: lost elsewhere")
+    else:
+        verdict = "ERROR"
+    reason_code = int(drops[0][1].drop_reason) if drops and verdict == "DROPPED" else 0
+    try:
+        reason_text = DropReason(reason_code).text if reason_code else None
+    except ValueError:
+        reason_text = f"code {reason_code}"
+    node = drops[0][0] if drops else src.node
+    direction = drops[0][1].direction.name.lower() if drops and verdict == "DROPPED" else None
+    first = mine[0][1] if mine else None
+    body = res.get("body")
+    return FlowRecord(
+        probe=probe.name, step=step, time=round(start, 6), src=probe.src, dst=target.dst, dst_ip=str(target.dst_ip),
+        protocol=probe.protocol, port=target.port, verdict=verdict, drop_reason=reason_text,
+        drop_reason_code=reason_code, layer="L3/L4", http_status=res.get("status"),
+        http_method=probe.method if probe.kind == "http" else None, http_path=probe.path if probe.kind == "http" else None,
+        body=body.splitlines()[0] if body else None,
+        src_identity=first.ep_identity if first and first.direction == Direction.EGRESS else view.ids.pod_identity(src),
+        dst_identity=(first.peer_identity if first and first.direction == Direction.EGRESS
+                      else view.ids.identity_of_ip(target.dst_ip, src.node)),
+        node=node, direction=direction, explanation="", service=target.service,
+        latency_s=round(res.get("seconds", 0.0), 6), evidence=tuple(evidence),
+    )
+
+
+def run_real(inputs) -> dict:
+    """Run a scenario on the real datapath; returns observations like the twin's."""
+    scenario, cluster = inputs.scenario, inputs.cluster
+    flows: list[FlowRecord] = []
+    events: list[dict] = []
+    wall0 = time.perf_counter()
+    with RealCluster(cluster) as rc:
+        events.append({"t": 0.0, "event": "built", "seconds": round(time.perf_counter() - wall0, 3)})
+        t0 = time.monotonic()
+        current = cluster
+        view = ClusterView(current)
+        for step in scenario.steps:
+            now = round(time.monotonic() - t0, 6)
+            events.append({"t": now, "event": "step", "step": step.index, "kind": step.kind})
+            if step.kind in ("apply", "delete"):
+                if step.kind == "apply":
+                    for pol in inputs.applies[step.index]:
+                        current = current.with_policy(pol)
+                else:
+                    _, ns, name = step.target.split("/")
+                    current = current.without_policy(f"{ns}/{name}")
+                prog = rc.program(current)
+                view = ClusterView(current)
+                for node, secs in prog.seconds.items():
+                    events.append({"t": round(time.monotonic() - t0, 6), "event": "maps-reconciled", "node": node,
+                                   "seconds": secs, **prog.changes[node]})
+            elif step.kind == "wait":
+                time.sleep(step.seconds)
+            elif step.kind == "probe":
+                for target in resolve_targets(view, step.probe):
+                    flows.append(observe_probe(rc, view, step.probe, target, step.index, t0,
+                                               scenario.settings.probe_timeout_s))
+    return {"flows": [f.as_dict() for f in flows], "events": events,
+            "wall_seconds": round(time.perf_counter() - wall0, 3)}
