@@ -36,6 +36,7 @@ class DropReason(enum.IntEnum):
     NONE = 0
     POLICY_DENIED = 133  # "Policy denied": no allow matched in an enforced direction
     POLICY_DENY = 181  # "Policy denied by denylist": an explicit deny rule matched
+    PROXY_UNSUPPORTED = 180  # "Proxy redirection not supported": an L7 entry on a datapath without a proxy
     L7_DENIED = 199  # not a datapath code: HTTP 403 from the L7 proxy (twin-side record)
 
     @property
@@ -47,6 +48,7 @@ _DROP_TEXT = {
     DropReason.NONE: "",
     DropReason.POLICY_DENIED: "Policy denied",
     DropReason.POLICY_DENY: "Policy denied by denylist",
+    DropReason.PROXY_UNSUPPORTED: "Proxy redirection not supported",
     DropReason.L7_DENIED: "L7 policy denied (HTTP 403)",
 }
 

@@ -1,0 +1,180 @@
+"""``NodeDatapath``: one node's eBPF datapath behind a small facade.
+
+    with NodeDatapath("twt-node-ab12") as dp:
+        dp.attach(["lxc1", "lxc2"])
+        dp.set_endpoints([EndpointSpec("lxc1", 256, ip1), ...])
+        dp.set_ipcache({IPv4Network("10.0.0.1/32"): 256, ...})
+        dp.set_policy(policy_table)
+        records = dp.read_events(timeout_ms=100)
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+from twin.semantics.tables import PolicyTable
+
+from datapath import compile as dpcompile
+from datapath.attach import LxcAttachment, NetnsRef, TcAttacher
+from datapath.errors import AttachError, DatapathError
+from datapath.loader import NodeProgram
+from datapath.maps import conntrack, endpoints, ipcache, policy
+from datapath.maps.conntrack import CtKey, CtValue
+from datapath.maps.events import EventReader, FlowRecord
+from datapath.maps.policy import PolicyKey, PolicyValue
+from datapath.reconcile import BccMap, ReconcileResult, reconcile
+
+__all__ = ["EndpointSpec", "NodeDatapath"]
+
+
+@dataclass(frozen=True)
+class EndpointSpec:
+    """A pod on this node, named by its host-side lxc device."""
+
+    ifname: str
+    identity: int
+    ip: ipaddress.IPv4Address
+
+
+class NodeDatapath:
+    """Load, attach, program and tear down the datapath of one node netns."""
+
+    def __init__(self, netns: NetnsRef, *, extra_cflags: Sequence[str] = ()) -> None:
+        self.netns = os.fspath(netns)
+        self._extra_cflags = tuple(extra_cflags)
+        self._program: NodeProgram | None = None
+        self._attacher: TcAttacher | None = None
+        self._events: EventReader | None = None
+        self._attachments: dict[str, LxcAttachment] = {}
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def open(self) -> "NodeDatapath":
+        """Compile/load the program and open the netns (idempotent)."""
+        if self._closed:
+            raise DatapathError(f"NodeDatapath for {self.netns!r} is closed; create a new one")
+        if self._attacher is None:
+            self._attacher = TcAttacher(self.netns)
+        if self._program is None:
+            self._program = NodeProgram(self._extra_cflags)
+        if self._events is None:
+            self._events = EventReader(self._program.bpf)
+        return self
+
+    def close(self) -> None:
+        """Detach everything we attached and free the maps. Safe to repeat."""
+        if self._closed:
+            return
+        self._closed = True
+        errors: list[str] = []
+        if self._attacher is not None:
+            for name, att in list(self._attachments.items()):
+                try:
+                    self._attacher.detach(att)
+                except DatapathError as exc:
+                    errors.append(str(exc))
+                del self._attachments[name]
+            self._attacher.close()
+            self._attacher = None
+        self._events = None
+        if self._program is not None:
+            self._program.close()
+            self._program = None
+        if errors:
+            raise AttachError("; ".join(errors))
+
+    def __enter__(self) -> "NodeDatapath":
+        try:
+            return self.open()
+        except BaseException:
+            self.close()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def program(self) -> NodeProgram:
+        if self._program is None:
+            self.open()
+        assert self._program is not None
+        return self._program
+
+    @property
+    def _tc(self) -> TcAttacher:
+        if self._attacher is None:
+            self.open()
+        assert self._attacher is not None
+        return self._attacher
+
+    # -- devices -------------------------------------------------------------
+
+    def attach(self, ifnames: Iterable[str]) -> dict[str, int]:
+        """Attach both lxc programs to each device; returns {ifname: ifindex}."""
+        prog = self.program
+        for name in ifnames:
+            if name in self._attachments:
+                continue
+            self._attachments[name] = self._tc.attach(
+                name, from_container=prog.from_container, to_container=prog.to_container
+            )
+        return {n: a.ifindex for n, a in self._attachments.items()}
+
+    def detach(self, ifname: str) -> None:
+        """Undo :meth:`attach` for one device (no-op if not attached)."""
+        att = self._attachments.pop(ifname, None)
+        if att is not None:
+            self._tc.detach(att)
+
+    @property
+    def attached(self) -> dict[str, int]:
+        return {n: a.ifindex for n, a in self._attachments.items()}
+
+    # -- maps ------------------------------------------------------------------
+
+    def _map(self, codec: object) -> BccMap:
+        return BccMap(self.program.table(codec.map_name), codec)  # type: ignore[attr-defined]
+
+    def set_endpoints(self, specs: Iterable[EndpointSpec]) -> ReconcileResult:
+        """Make the endpoints map hold exactly ``specs`` (ifnames resolved here)."""
+        local = [
+            dpcompile.LocalEndpoint(self._ifindex(s.ifname), s.identity, ipaddress.IPv4Address(s.ip))
+            for s in specs
+        ]
+        return reconcile(dpcompile.compile_endpoints(local), self._map(endpoints.CODEC))
+
+    def set_ipcache(self, prefixes: Mapping[ipaddress.IPv4Network | str, int]) -> ReconcileResult:
+        return reconcile(dpcompile.compile_ipcache(prefixes), self._map(ipcache.CODEC))
+
+    def set_policy(
+        self, table: PolicyTable, *, endpoint_identities: Iterable[int] = ()
+    ) -> ReconcileResult:
+        desired = dpcompile.compile_policy(table, endpoint_identities=endpoint_identities)
+        return reconcile(desired, self._map(policy.CODEC))
+
+    def policy_entries(self) -> dict[PolicyKey, PolicyValue]:
+        return dict(self._map(policy.CODEC).items())
+
+    def conntrack_entries(self) -> dict[CtKey, CtValue]:
+        return dict(self._map(conntrack.CODEC).items())
+
+    def flush_conntrack(self) -> int:
+        """Delete every conntrack entry; returns how many."""
+        return reconcile({}, self._map(conntrack.CODEC)).deleted
+
+    # -- events ----------------------------------------------------------------
+
+    def read_events(self, timeout_ms: int = 0) -> list[FlowRecord]:
+        """Flow records emitted since the last call (waits up to ``timeout_ms``)."""
+        self.open()
+        assert self._events is not None
+        return self._events.poll(timeout_ms)
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _ifindex(self, ifname: str) -> int:
+        att = self._attachments.get(ifname)
+        return att.ifindex if att is not None else self._tc.ifindex(ifname)
