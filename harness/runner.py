@@ -30,7 +30,7 @@ DIFF_FIELDS = [
     Field("http_status"),
     Field("dst_ip"),
     Field("port"),
-    Field("body", required=False),
+    Field("body"),
 ]
 
 

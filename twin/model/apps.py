@@ -10,6 +10,9 @@ application's behaviour is written once.
 | cilium/starwars     | deathstar  | TCP 80 (HTTP)           | the Star Wars demo API |
 | twin/echo           | echo       | TCP 80, 8080 (HTTP); UDP 53, 5353 (echo) | test peer of the differential tests |
 | anything else       | none       | nothing (netshoot, netperf clients) | |
+
+The external host on the node LAN (the seed's 8.8.8.8 / wttr.in) runs
+``EXTERNAL_APP`` on TCP 80 and answers ping.
 """
 from __future__ import annotations
 
@@ -30,6 +33,11 @@ APPS = {
     "none": App("none"),
 }
 _IMAGES = (("traefik/whoami", "whoami"), ("cilium/starwars", "deathstar"), ("twin/echo", "echo"))
+
+
+#: What the external host serves, and its hostname in answers.
+EXTERNAL_APP = App("echo", (80,))
+EXTERNAL_HOSTNAME = "external"
 
 
 def app_for_image(image: str) -> App:

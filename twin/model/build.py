@@ -110,7 +110,11 @@ def _collect(doc: Document, pending: _Pending, findings: list) -> None:
     meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
     name = meta.get("name", "<unnamed>")
     ns = meta.get("namespace")
-    obj = f"{kind} {ns}/{name}" if ns else f"{kind} {name}"
+    # Name namespaced objects as the later checks do (default namespace filled in),
+    # so every finding about one object carries the same object name.
+    shown_ns = ns or ("default" if any(k == kind for _, k in schema.KINDS)
+                      and kind not in ("Namespace", "Node", "CiliumL2AnnouncementPolicy", "CiliumLoadBalancerIPPool") else None)
+    obj = f"{kind} {shown_ns}/{name}" if shown_ns else f"{kind} {name}"
     if not kind:
         obj = f"document {doc.index} of {doc.file}"
     ctx = _Ctx(doc, str(kind), obj, findings)
@@ -592,7 +596,7 @@ def _policy_spec(ctx: _Ctx, rule: dict, path: tuple, index: int) -> PolicySpec |
         _peer_rules(ctx, rule.get("egress"), path + ("egress",), "toEndpoints", "toEntities", False),
         _peer_rules(ctx, rule.get("ingressDeny"), path + ("ingressDeny",), "fromEndpoints", "fromEntities", True),
         _peer_rules(ctx, rule.get("egressDeny"), path + ("egressDeny",), "toEndpoints", "toEntities", True),
-        str(rule.get("description", "")), edd.get("ingress"), edd.get("egress"), index,
+        str(rule.get("description", "")), edd.get("ingress"), edd.get("egress"), index, schema.fmt_path(path),
     )
 
 

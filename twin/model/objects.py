@@ -167,6 +167,7 @@ class PolicySpec:
     default_deny_ingress: bool | None = None  # spec.enableDefaultDeny.ingress
     default_deny_egress: bool | None = None
     index: int = 0  # position in `specs` (0 for `spec`)
+    path: str = "spec"  # field path of this rule in its document: "spec" or "specs[i]"
 
 
 @dataclass(frozen=True)

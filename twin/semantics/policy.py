@@ -59,6 +59,7 @@ class RuleRef:
     section: str  # ingress, egress, ingressDeny, egressDeny
     index: int
     text: str
+    spec_path: str = "spec"
 
 
 @dataclass(frozen=True)
@@ -111,14 +112,14 @@ class PolicyEngine:
             for spec in pol.specs:
                 for section, _, _ in SECTIONS[Direction.INGRESS] + SECTIONS[Direction.EGRESS]:
                     for rule in getattr(spec, _attr(section)):
-                        where = f"spec.{section}[{rule.index}]" if len(pol.specs) == 1 else f"specs[{spec.index}].{section}[{rule.index}]"
+                        where = f"{spec.path}.{section}[{rule.index}]"
                         refs.append(RuleRef(pol.key, spec.index, section, rule.index,
-                                            f"CNP {pol.key} {where}"))
+                                            f"CNP {pol.key} {where}", spec.path))
         return tuple(refs)
 
     @cached_property
     def _ref_index(self) -> dict[tuple, int]:
-        return {(r.policy, r.spec_index, r.section, r.index): i for i, r in enumerate(self.rule_refs) if r.policy}
+        return {(r.policy, r.spec_path, r.section, r.index): i for i, r in enumerate(self.rule_refs) if r.policy}
 
     def rule_texts(self) -> tuple[str, ...]:
         return tuple(r.text for r in self.rule_refs)
@@ -185,7 +186,7 @@ class PolicyEngine:
                 for rule in getattr(spec, _attr(section)):
                     if not self._peer_matches(pol, rule, peer):
                         continue
-                    ref = self._ref_index[(pol.key, spec.index, section, rule.index)]
+                    ref = self._ref_index[(pol.key, spec.path, section, rule.index)]
                     if rule.to_ports is None:
                         items.append(_Item(deny, Protocol.ANY, 0, 65535, None, ref))
                         continue

@@ -95,20 +95,19 @@ def predict(view, probe: Probe, target: ProbeTarget, ingress_view=None) -> Predi
     verdict = fv.verdict.value
     explanation = fv.explanation
     if fv.verdict == Verdict.FORWARDED:
-        app = apps.app_of_pod(target.pod) if target.pod else apps.APPS["none"]
+        if target.pod is not None:
+            app, host, addr = apps.app_of_pod(target.pod), target.pod.name, str(target.pod.ip)
+        elif target.dst_ip == topology.EXTERNAL_HOST_IP:
+            app, host, addr = apps.EXTERNAL_APP, apps.EXTERNAL_HOSTNAME, str(target.dst_ip)
+        else:
+            app, host, addr = apps.APPS["none"], str(target.dst_ip), str(target.dst_ip)
         listening = (target.port in app.tcp_ports) if proto == Protocol.TCP else \
             (target.port in app.udp_ports) if proto == Protocol.UDP else True
-        if target.pod is None and proto != Protocol.ICMP:
-            listening = target.port in (80,)  # the external host serves HTTP on 80
         if not listening:
             explanation += f"; nothing listens on {probe.protocol}/{target.port} at {target.dst}" + \
                 (" (connection refused)" if proto == Protocol.TCP else " (no answer)")
         if probe.kind == "http" and listening:
-            if target.pod is not None:
-                status, body = apps.respond(app.name, target.pod.name, probe.method, probe.path, {},
-                                            [str(target.pod.ip)], f"{src.ip}:0")
-            else:
-                status, body = 200, None
+            status, body = apps.respond(app.name, host, probe.method, probe.path, {}, [addr], f"{src.ip}:0")
     elif d.http_status:
         status, body = d.http_status, apps.L7_DENIED_BODY
     direction = fv.drop_direction.name.lower() if fv.drop_direction is not None else None

@@ -51,31 +51,31 @@ class ClusterView:
         c = self.cluster
         out: list[Finding] = list(self.allocation.findings) + l2.lease_findings(c)
         for pod in c.pods:
+            obj, fld = f"Pod {pod.key}", f"metadata.annotations[{bandwidth.EGRESS_ANNOTATION}]"
+            if pod.annotation(bandwidth.INGRESS_ANNOTATION) is not None:
+                out.append(warning(obj, f"metadata.annotations[{bandwidth.INGRESS_ANNOTATION}]",
+                                   "Cilium's bandwidth manager enforces egress only: ignored", pod.origin.file, pod.origin.line))
             raw = pod.annotation(bandwidth.EGRESS_ANNOTATION)
             if raw is None:
                 continue
-            obj, fld = f"Pod {pod.key}", f"metadata.annotations[{bandwidth.EGRESS_ANNOTATION}]"
             bps, note = self.egress_bandwidth(pod)
             if note:
                 out.append(warning(obj, fld, f"{raw!r}: {note}", pod.origin.file, pod.origin.line))
             elif bps is not None and not bandwidth.MIN_BPS <= bps <= bandwidth.MAX_BPS:
                 out.append(warning(obj, fld, f"{raw!r} = {bps} bit/s is outside 1 kbit/s..1 Pbit/s: kubelet's bandwidth plugin would reject it, Cilium applies it unchecked",
                                    pod.origin.file, pod.origin.line))
-            if pod.annotation(bandwidth.INGRESS_ANNOTATION) is not None:
-                out.append(warning(obj, f"metadata.annotations[{bandwidth.INGRESS_ANNOTATION}]",
-                                   "Cilium's bandwidth manager enforces egress only: ignored", pod.origin.file, pod.origin.line))
         for pol in c.policies:
             for spec in pol.specs:
                 sel = spec.endpoint_selector or LabelSelector()
                 if not any(self.engine._selects(pol, spec, i) for i in self.ids.pod_identities):
-                    out.append(warning(f"CiliumNetworkPolicy {pol.key}", "spec.endpointSelector" if len(pol.specs) == 1 else f"specs[{spec.index}].endpointSelector",
+                    out.append(warning(f"CiliumNetworkPolicy {pol.key}", f"{spec.path}.endpointSelector",
                                        "selects no pod in namespace " + pol.namespace, pol.origin.file, pol.origin.line))
                 for section, attr, key in (("ingress", "ingress", "fromEndpoints"), ("egress", "egress", "toEndpoints"),
                                            ("ingressDeny", "ingress_deny", "fromEndpoints"), ("egressDeny", "egress_deny", "toEndpoints")):
                     for rule in getattr(spec, attr):
                         for j, s in enumerate(rule.endpoints or ()):
                             if not any(self.engine._peer_selector_matches(pol, s, i) for i in self.ids.pod_identities):
-                                out.append(warning(f"CiliumNetworkPolicy {pol.key}", f"spec.{section}[{rule.index}].{key}[{j}]",
+                                out.append(warning(f"CiliumNetworkPolicy {pol.key}", f"{spec.path}.{section}[{rule.index}].{key}[{j}]",
                                                    "selects no pod (the rule matches nothing until such a pod exists)",
                                                    pol.origin.file, pol.origin.line))
         for svc in c.services:

@@ -1,0 +1,1 @@
+"""Applications the real pods run (see :mod:`twin.model.apps` for what they answer)."""

@@ -1,0 +1,283 @@
+"""What a real run created, on disk, so a crashed run can be cleaned up later.
+
+Every :class:`~harness.topology.RealTopology` writes ``/run/twin/<run>.json``
+before it creates anything and updates it as it goes::
+
+    {"run_id": "3fa9c", "owner_pid": 4242, "owner_start": 123456,
+     "pids":   [{"pid": 4250, "start": 123470, "cmdline": "bash --norc ... mininet:twn3fa9c-lan"}],
+     "mounts": ["/run/netns/twn-3fa9c-lan", ...],
+     "links":  []}          # links created in the root namespace (normally none)
+
+A run is *live* while its owner process exists (same pid and start time).
+:func:`cleanup_leftovers` removes what dead runs left behind: it kills a
+recorded pid only if that process still exists with the recorded start time
+and command line, unmounts the run's ``/run/netns/twn-<run>-*`` bind mounts
+(and orphan ``twn-*`` ones no live run claims), and deletes root-namespace
+links named ``twn<run>…`` of dead runs.  Namespaces disappear by themselves
+once no mount and no process holds them.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "STATE_DIR", "NETNS_DIR", "NETNS_PREFIX", "LINK_PREFIX", "RunState", "cleanup_leftovers",
+    "proc_start_time", "proc_cmdline", "pid_matches", "live_run_ids",
+]
+
+STATE_DIR = Path("/run/twin")
+NETNS_DIR = Path("/run/netns")
+NETNS_PREFIX = "twn-"  # /run/netns/twn-<run>-<name>
+LINK_PREFIX = "twn"  # twn<run><suffix>, at most 15 characters
+_RUN_ID = re.compile(r"^[0-9a-z]{1,8}$")
+
+
+def proc_start_time(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (``/proc/PID/stat`` field 22), or None."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
+    rest = stat[stat.rfind(")") + 2:].split()
+    try:
+        return int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def proc_cmdline(pid: int) -> str | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+
+
+def pid_matches(entry: dict) -> bool:
+    """Is the process recorded in ``entry`` still the same, running process?"""
+    pid = int(entry["pid"])
+    start = proc_start_time(pid)
+    if start is None:
+        return False
+    if entry.get("start") is not None and start != entry["start"]:
+        return False  # pid reused by someone else
+    cmd = proc_cmdline(pid)
+    want = entry.get("cmdline")
+    # the recorded command may still sit behind its launcher (mnexec / sh) when we look
+    return cmd is not None and (not want or cmd == want or cmd.endswith(" " + want))
+
+
+@dataclass
+class RunState:
+    """The state file of one run; every mutation is written through atomically."""
+
+    run_id: str
+    state_dir: Path = STATE_DIR
+    owner_pid: int = field(default_factory=os.getpid)
+    owner_start: int | None = None
+    pids: list[dict] = field(default_factory=list)
+    mounts: list[str] = field(default_factory=list)
+    links: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not _RUN_ID.match(self.run_id):
+            raise ValueError(f"run id {self.run_id!r}: use 1-8 characters [0-9a-z]")
+        self.state_dir = Path(self.state_dir)
+        if self.owner_start is None:
+            self.owner_start = proc_start_time(self.owner_pid)
+
+    @property
+    def path(self) -> Path:
+        return self.state_dir / f"{self.run_id}.json"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state_dir / f"{self.run_id}.d"
+
+    @classmethod
+    def create(cls, run_id: str, state_dir: Path | str = STATE_DIR) -> "RunState":
+        st = cls(run_id, Path(state_dir))
+        if st.path.exists():
+            raise FileExistsError(f"run {run_id!r} already has a state file at {st.path}")
+        st.save()
+        return st
+
+    @classmethod
+    def load(cls, path: Path) -> "RunState":
+        d = json.loads(Path(path).read_text())
+        return cls(run_id=d["run_id"], state_dir=Path(path).parent, owner_pid=int(d["owner_pid"]),
+                   owner_start=d.get("owner_start"), pids=list(d.get("pids", [])),
+                   mounts=list(d.get("mounts", [])), links=list(d.get("links", [])))
+
+    def as_dict(self) -> dict:
+        return {"run_id": self.run_id, "owner_pid": self.owner_pid, "owner_start": self.owner_start,
+                "pids": self.pids, "mounts": self.mounts, "links": self.links}
+
+    def save(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self.as_dict(), indent=1))
+        os.replace(tmp, self.path)
+
+    def owner_alive(self) -> bool:
+        return pid_matches({"pid": self.owner_pid, "start": self.owner_start})
+
+    def add_pid(self, pid: int, argv: list[str] | None = None) -> None:
+        """Record a process; ``argv`` is the command it ends up running (default: its cmdline now)."""
+        cmdline = " ".join(map(str, argv)) if argv else proc_cmdline(pid)
+        self.pids.append({"pid": pid, "start": proc_start_time(pid), "cmdline": cmdline})
+        self.save()
+
+    def drop_pid(self, pid: int) -> None:
+        self.pids = [e for e in self.pids if e["pid"] != pid]
+        self.save()
+
+    def add_mount(self, path: str) -> None:
+        self.mounts.append(path)
+        self.save()
+
+    def drop_mount(self, path: str) -> None:
+        self.mounts = [m for m in self.mounts if m != path]
+        self.save()
+
+    def add_link(self, name: str) -> None:
+        self.links.append(name)
+        self.save()
+
+    def remove(self) -> None:
+        for p in (self.path,):
+            try:
+                p.unlink()
+            except FileNotFoundError:
+                pass
+        shutil.rmtree(self.log_dir, ignore_errors=True)
+
+
+def kill_pid(entry: dict, grace_s: float = 1.0) -> bool:
+    """SIGTERM (its process group too when it leads one), then SIGKILL. False if it was gone."""
+    if not pid_matches(entry):
+        return False
+    pid = int(entry["pid"])
+    _signal(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not pid_matches(entry) or _is_zombie(pid):
+            return True
+        time.sleep(0.02)
+    _signal(pid, signal.SIGKILL)
+    return True
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2:].startswith("Z")
+
+
+def remove_netns_mount(path: str) -> bool:
+    """Unmount and unlink a ``/run/netns`` entry. False if it did not exist."""
+    p = Path(path)
+    if not p.exists():
+        return False
+    subprocess.run(["ip", "netns", "delete", p.name], capture_output=True, text=True, timeout=10)
+    if p.exists():  # not a mount, or ip refused: detach and unlink ourselves
+        subprocess.run(["umount", "-l", str(p)], capture_output=True, timeout=10)
+        try:
+            p.unlink()
+        except OSError:
+            pass
+    return True
+
+
+def root_links() -> list[str]:
+    out = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True, timeout=10)
+    try:
+        return [l["ifname"] for l in json.loads(out.stdout or "[]")]
+    except (ValueError, KeyError):
+        return []
+
+
+def live_run_ids(state_dir: Path | str = STATE_DIR) -> set[str]:
+    live = set()
+    for path in Path(state_dir).glob("*.json"):
+        try:
+            st = RunState.load(path)
+        except (OSError, ValueError, KeyError):
+            continue
+        if st.owner_alive():
+            live.add(st.run_id)
+    return live
+
+
+def _netns_dir_entries() -> list[Path]:
+    try:
+        return sorted(p for p in NETNS_DIR.iterdir() if p.name.startswith(NETNS_PREFIX))
+    except FileNotFoundError:
+        return []
+
+
+def cleanup_leftovers(state_dir: Path | str = STATE_DIR) -> list[str]:
+    """Remove what runs whose owner died left behind; one line per action."""
+    state_dir = Path(state_dir)
+    lines: list[str] = []
+    live: set[str] = set()
+    dead: list[RunState] = []
+    for path in sorted(state_dir.glob("*.json")):
+        try:
+            st = RunState.load(path)
+        except (OSError, ValueError, KeyError) as exc:
+            lines.append(f"skipped unreadable state file {path}: {exc}")
+            continue
+        (live.add(st.run_id) if st.owner_alive() else dead.append(st))
+
+    for st in dead:
+        for entry in st.pids:
+            if kill_pid(entry):
+                lines.append(f"run {st.run_id}: killed pid {entry['pid']} ({entry.get('cmdline') or '?'})")
+        for m in st.mounts:
+            if remove_netns_mount(m):
+                lines.append(f"run {st.run_id}: removed netns mount {m}")
+        present = set(root_links())
+        for name in st.links:
+            if name in present:
+                subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10)
+                lines.append(f"run {st.run_id}: deleted root-namespace link {name}")
+        st.remove()
+        lines.append(f"run {st.run_id}: removed state file (owner pid {st.owner_pid} is gone)")
+
+    # Orphans: our naming, but no live run claims them (state file lost or already removed).
+    # Runs recorded in the default directory count as live too, whatever ``state_dir`` is.
+    if state_dir != STATE_DIR:
+        live |= live_run_ids(STATE_DIR)
+    for p in _netns_dir_entries():
+        run = p.name[len(NETNS_PREFIX):].split("-", 1)[0]
+        if run not in live:
+            remove_netns_mount(str(p))
+            lines.append(f"removed orphan netns mount {p} (run {run} is not live)")
+    live_link_prefixes = tuple(f"{LINK_PREFIX}{r}" for r in live)
+    for name in root_links():
+        if name.startswith(LINK_PREFIX) and not (live_link_prefixes and name.startswith(live_link_prefixes)):
+            subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10)
+            lines.append(f"deleted orphan root-namespace link {name}")
+    return lines
