@@ -1,0 +1,116 @@
+"""The `twin` CLI contract: verdict/show/truth-table output shapes and values."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+from twinhelp import L3L4, L7, SEED_DIR, SEED_VALUES, run_twin
+
+pytestmark = pytest.mark.pure
+
+SEED = [str(SEED_DIR)]
+VALUES = ["--values", str(SEED_VALUES)]
+
+
+def twin_json(*args):
+    r = run_twin(*args)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_verdict_json_for_a_denied_l7_request_has_the_documented_fields():
+    out = twin_json("verdict", *SEED, str(L7), *VALUES, "--from", "default/tiefighter", "--to", "svc:default/deathstar",
+                    "--port", "80", "--method", "PUT", "--path", "/v1/exhaust-port", "--json")
+    assert {"verdict", "layer", "drop_reason", "http_status", "explanation"} <= set(out)
+    assert out["verdict"] == "DROPPED"
+    assert out["layer"] == "L7"
+    assert out["http_status"] == 403
+    assert out["drop_reason"] == "L7 policy denied (HTTP 403)"
+    assert len(out["backends"]) == 2
+    for b in out["backends"]:
+        assert b["verdict"] == "DROPPED" and b["port"] == 80
+        assert "CNP default/rule1 spec.ingress[0]" in b["explanation"]
+
+
+def test_verdict_json_for_a_pod_destination_is_one_flat_record():
+    out = twin_json("verdict", *SEED, str(L3L4), *VALUES, "--from", "default/xwing", "--to", "default/tiefighter",
+                    "--port", "80", "--json")
+    assert out["verdict"] == "FORWARDED"
+    assert out["layer"] == "L3/L4"
+    assert out["drop_reason"] is None and out["http_status"] is None
+    assert out["destination"] == "default/tiefighter"
+    assert "default allow" in out["explanation"]
+
+
+def test_verdict_json_for_an_l3_l4_drop_names_the_policy_reason():
+    out = twin_json("verdict", *SEED, str(L3L4), *VALUES, "--from", "xwing", "--to", "svc:default/deathstar",
+                    "--port", "80", "--json")
+    assert out["verdict"] == "DROPPED"
+    assert out["layer"] == "L3/L4"
+    assert out["drop_reason"] == "Policy denied"
+    assert out["http_status"] is None
+
+
+def test_verdict_to_a_service_without_backends_is_dropped():
+    out = twin_json("verdict", *SEED, *VALUES, "--from", "netpod", "--to", "svc:default/svc1", "--port", "80", "--json")
+    assert out["verdict"] == "FORWARDED"  # webpods back svc1
+    r = run_twin("verdict", *SEED, *VALUES, "--from", "netpod", "--to", "svc:default/nope", "--port", "80", "--json")
+    assert r.returncode == 2 and "no service" in r.stderr
+
+
+def test_truth_table_json_covers_every_ordered_pod_pair_per_port():
+    rows = twin_json("truth-table", *SEED, str(L3L4), *VALUES, "--port", "80", "--port", "81", "--json")
+    pods = {r["src"] for r in rows} | {r["dst"] for r in rows}
+    assert len(pods) == 9
+    assert len(rows) == 9 * 8 * 2
+    keys = {"src", "dst", "protocol", "port", "verdict", "drop_reason", "src_identity", "dst_identity", "explanation"}
+    assert all(set(r) == keys for r in rows)
+    to_ds = [r for r in rows if "/deathstar-" in r["dst"]]
+    allowed_srcs = {r["src"] for r in to_ds if r["verdict"] == "FORWARDED" and r["port"] == 80}
+    # empire ships (tiefighter and the other deathstar replica) reach the deathstar on 80, nobody on 81
+    assert {s.split("/")[1].split("-")[0] for s in allowed_srcs} == {"tiefighter", "deathstar"}
+    assert all(r["verdict"] == "DROPPED" for r in to_ds if r["port"] == 81)
+    assert all(r["verdict"] == "FORWARDED" for r in rows if "/deathstar-" not in r["dst"])
+
+
+def test_truth_table_csv_has_a_header_and_the_same_rows_as_json():
+    r = run_twin("truth-table", *SEED, str(L3L4), *VALUES, "--port", "80", "--csv")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    js = twin_json("truth-table", *SEED, str(L3L4), *VALUES, "--port", "80", "--json")
+    assert len(rows) == len(js) == 72
+    assert [(x["src"], x["dst"], x["verdict"]) for x in rows] == [(x["src"], x["dst"], x["verdict"]) for x in js]
+    assert list(rows[0]) == list(js[0])
+
+
+def test_show_json_has_the_documented_keys_and_seed_values():
+    out = twin_json("show", *SEED, str(L3L4), *VALUES, "--json")
+    assert {"pods", "services", "findings"} <= set(out)
+    for p in out["pods"]:
+        assert {"namespace", "name", "node", "ip", "identity", "labels", "egress_bandwidth_bps"} <= set(p)
+    for s in out["services"]:
+        assert {"namespace", "name", "type", "cluster_ip", "lb_ips", "backends", "l2"} <= set(s)
+        assert {"announced", "candidate_nodes"} <= set(s["l2"])
+    for f in out["findings"]:
+        assert {"severity", "object", "field", "message"} <= set(f)
+    pods = {p["name"]: p for p in out["pods"]}
+    assert pods["netperf-server"]["egress_bandwidth_bps"] == 10_000_000
+    assert pods["netpod"]["ip"] == "172.16.0.10" and pods["netpod"]["node"] == "k8s-s"
+    svcs = {s["name"]: s for s in out["services"]}
+    assert [svcs[n]["lb_ips"] for n in ("svc1", "svc2", "svc3")] == [["10.10.200.1"], ["10.10.200.2"], ["10.10.200.3"]]
+    assert svcs["svc"]["type"] == "ClusterIP" and svcs["svc"]["lb_ips"] == []
+    assert len(svcs["deathstar"]["backends"]) == 2
+    assert not svcs["svc1"]["l2"]["announced"]
+    assert [(f["severity"], f["object"], f["field"]) for f in out["findings"]] == [
+        ("warning", "CiliumL2AnnouncementPolicy policy1", "spec.serviceSelector")]
+
+
+def test_show_and_verdict_exit_2_on_bad_input(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers: []\n")
+    r = run_twin("show", bad, "--json")
+    assert r.returncode == 2
+    assert f"{bad}:" in r.stderr and "spec.containers" in r.stderr
