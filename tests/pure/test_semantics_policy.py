@@ -116,8 +116,6 @@ def test_enable_default_deny_false_keeps_the_direction_default_allow():
     assert verdict(v, "client", "web") == "FORWARDED"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (reported, not fixed): deny rules are ignored in a direction whose default "
-                   "deny is disabled by enableDefaultDeny: false; Cilium still applies them")
 def test_deny_rule_applies_even_when_default_deny_is_disabled():
     pol = cnp("d", {"endpointSelector": WEB, "enableDefaultDeny": {"ingress": False},
                     "ingressDeny": [{"fromEndpoints": [{"matchLabels": {"app": "db"}}]}]})

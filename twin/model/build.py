@@ -18,7 +18,7 @@ from twin.model.findings import Finding, InputError, error, warning
 from twin.model.objects import (
     Cluster, Container, ContainerPort, HTTPRule, IPBlock, L2AnnouncementPolicy, L2Settings,
     LabelSelector, LBIPPool, NetworkPolicy, Node, Origin, PeerRule, Pod, PolicySpec,
-    PortProtocol, PortRule, Requirement, Service, ServicePort, Values, labels_of,
+    PortProtocol, PortRule, ProbeSpec, Requirement, Service, ServicePort, Values, labels_of,
 )
 from twin.model.yamlsrc import Document, Source, parse_documents
 
@@ -284,8 +284,37 @@ def _containers(ctx: _Ctx, spec: dict) -> tuple[Container, ...]:
         if not c.get("image"):
             ctx.err(("spec", "containers", i, "image"), "is required")
         out.append(Container(c.get("name", ""), c.get("image", ""), tuple(c.get("command") or ()),
-                             tuple(str(a) for a in (c.get("args") or ())), tuple(ports)))
+                             tuple(str(a) for a in (c.get("args") or ())), tuple(ports),
+                             _readiness(ctx, c.get("readinessProbe"), ("spec", "containers", i, "readinessProbe"))))
     return tuple(out)
+
+
+def _readiness(ctx: _Ctx, rp: dict | None, path: tuple) -> ProbeSpec | None:
+    if rp is None:
+        return None
+    kinds = [k for k in ("httpGet", "tcpSocket") if rp.get(k) is not None]
+    if len(kinds) != 1:
+        ctx.err(path, "a readiness probe needs exactly one of httpGet, tcpSocket")
+        return None
+    kind = kinds[0]
+    port = rp[kind].get("port")
+    if port is None:
+        ctx.err(path + (kind, "port"), "is required")
+        return None
+    if isinstance(port, int) and not 1 <= port <= 65535:
+        ctx.err(path + (kind, "port"), f"must be 1-65535 or a port name, got {port!r}")
+        return None
+    nums = {}
+    for fld, default, minimum in (("periodSeconds", 10, 1), ("timeoutSeconds", 1, 1), ("failureThreshold", 3, 1),
+                                  ("successThreshold", 1, 1), ("initialDelaySeconds", 0, 0)):
+        v = rp.get(fld, default)
+        if v < minimum:
+            ctx.err(path + (fld,), f"must be >= {minimum}, got {v}")
+            v = default
+        nums[fld] = v
+    return ProbeSpec(kind, port, rp[kind].get("path", "/") if kind == "httpGet" else "/",
+                     float(nums["periodSeconds"]), float(nums["timeoutSeconds"]), nums["failureThreshold"],
+                     nums["successThreshold"], float(nums["initialDelaySeconds"]))
 
 
 def _tolerates(spec: dict, taint: tuple[str, str]) -> bool:
@@ -506,9 +535,10 @@ def _port_rules(ctx: _Ctx, rules: list, path: tuple, deny: bool) -> tuple[PortRu
         for j, pp in enumerate(pr.get("ports") or []):
             pq = p + ("ports", j)
             raw = pp.get("port", 0)
-            proto = str(pp.get("protocol", "ANY")).upper()
+            proto = str(pp.get("protocol", "ANY"))
             if proto not in PROTOCOLS:
-                ctx.err(pq + ("protocol",), f"must be one of TCP, UDP, SCTP, ANY, got {pp.get('protocol')!r}")
+                hint = " (upper case: the CRD schema is case-sensitive)" if proto.upper() in PROTOCOLS else ""
+                ctx.err(pq + ("protocol",), f"must be one of TCP, UDP, SCTP, ANY, got {pp.get('protocol')!r}{hint}")
                 continue
             if isinstance(raw, str) and raw.isdigit():
                 raw = int(raw)

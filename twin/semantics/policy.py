@@ -107,7 +107,8 @@ class PolicyEngine:
     @cached_property
     def rule_refs(self) -> tuple[RuleRef, ...]:
         refs = [RuleRef("", 0, "", 0, "default deny"),
-                RuleRef("", 0, "", 0, "allow-localhost=auto: the node's own host identity may reach its endpoints")]
+                RuleRef("", 0, "", 0, "allow-localhost=auto: the node's own host identity may reach its endpoints"),
+                RuleRef("", 0, "", 0, "default allow (enableDefaultDeny: false); only deny rules apply")]
         for pol in self.cluster.policies:
             for spec in pol.specs:
                 for section, _, _ in SECTIONS[Direction.INGRESS] + SECTIONS[Direction.EGRESS]:
@@ -168,6 +169,17 @@ class PolicyEngine:
                 return True
         return False
 
+    def has_deny(self, identity: int, direction: Direction) -> bool:
+        return any(spec.ingress_deny if direction == Direction.INGRESS else spec.egress_deny
+                   for _, spec in self.selecting(identity))
+
+    def consulted(self, identity: int, direction: Direction) -> bool:
+        """Whether rules decide this direction at all (default deny on, or deny rules present).
+
+        Deny rules apply even where ``enableDefaultDeny: false`` keeps the
+        direction default-allow (Cilium: denies take precedence)."""
+        return self.enforced(identity, direction) or self.has_deny(identity, direction)
+
     # ------------------------------------------------------------ ports
     def _named_port(self, name: str, protocol: str, holder_identity: int) -> set[tuple[Protocol, int]]:
         out = set()
@@ -197,7 +209,9 @@ class PolicyEngine:
                         for pp in ports:
                             if isinstance(pp.port, str):
                                 for proto, num in sorted(self._named_port(pp.port, pp.protocol, holder)):
-                                    items.append(_Item(deny, proto, num, num, pr.http, ref))
+                                    # L7 (HTTP) rules only ever apply to TCP; a named port that
+                                    # resolves to UDP/SCTP gets the L4 part only
+                                    items.append(_Item(deny, proto, num, num, pr.http if proto == Protocol.TCP else None, ref))
                                 continue
                             lo, hi = (0, 65535) if pp.port == 0 else (pp.port, pp.end_port or pp.port)
                             if pp.protocol == "ANY":
@@ -209,6 +223,9 @@ class PolicyEngine:
         if direction == Direction.INGRESS and peer == int(ReservedIdentity.HOST) \
                 and self.cluster.values.allow_localhost in ("auto", "always"):
             items.append(_Item(False, Protocol.ANY, 0, 65535, None, 1))
+        if not self.enforced(identity, direction) and self.has_deny(identity, direction):
+            # default allow (enableDefaultDeny: false), consulted only for its denies
+            items.append(_Item(False, Protocol.ANY, 0, 65535, None, 2))
         return items
 
     # ------------------------------------------------------------ resolution
@@ -275,7 +292,7 @@ class PolicyEngine:
         key = (identity, direction)
         if peers is None and key in self._tables:
             return self._tables[key]
-        enforced = self.enforced(identity, direction)
+        enforced = self.consulted(identity, direction)
         table: dict[int, tuple[L4Entry, ...]] = {}
         if enforced:
             for peer in (peers if peers is not None else self.all_peers):
@@ -318,7 +335,7 @@ class PolicyEngine:
         peer_s = self.ids.describe(peer)
         dname = direction.name.lower()
         what = f"{protocol.name}/{port}" if protocol in L4_PROTOCOLS else protocol.name
-        if not self.enforced(identity, direction):
+        if not self.consulted(identity, direction):
             return Decision(Verdict.FORWARDED, explanation=f"{dname} of {who}: not selected by any {dname} rule (default allow)")
         e = self.lookup(identity, direction, peer, protocol, port)
         texts = self.rule_texts()

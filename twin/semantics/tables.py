@@ -36,6 +36,10 @@ class L4Entry:
 
 @dataclass(frozen=True)
 class DirectionTable:
+    """``enforced``: the datapath consults ``peers`` for this direction (a miss
+    is a drop); otherwise everything passes.  A default-allow direction that
+    has deny rules is consulted, with an allow-all fallback entry per peer."""
+
     ep_identity: int
     direction: Direction
     enforced: bool
@@ -54,3 +58,40 @@ class PolicyTable:
             if d.ep_identity == ep_identity and d.direction == direction:
                 return d
         return None
+
+
+@dataclass(frozen=True, order=True)
+class LBBackend:
+    """One backend of a service frontend.
+
+    ``state`` is ``active`` (selectable for new connections) or
+    ``terminating`` (kept so existing sockets still reverse-translate, never
+    chosen for a new connection).
+    """
+
+    ip: object  # ipaddress.IPv4Address
+    port: int
+    protocol: Protocol
+    pod: str  # ns/name
+    state: str = "active"
+
+
+@dataclass(frozen=True)
+class LBService:
+    """One frontend (service IP, port, protocol) and its backends, in a stable order."""
+
+    service: str  # ns/name
+    frontend_ip: object  # ipaddress.IPv4Address
+    port: int
+    protocol: Protocol
+    kind: str  # ClusterIP | ExternalIP | LoadBalancer
+    backends: tuple[LBBackend, ...] = ()
+
+    @property
+    def active(self) -> tuple[LBBackend, ...]:
+        return tuple(b for b in self.backends if b.state == "active")
+
+
+@dataclass(frozen=True)
+class LBTable:
+    services: tuple[LBService, ...] = ()
