@@ -48,12 +48,27 @@ class ContainerPort:
 
 
 @dataclass(frozen=True)
+class ProbeSpec:
+    """A readiness probe (Kubernetes defaults where a field is absent)."""
+
+    kind: str  # httpGet | tcpSocket
+    port: int | str
+    path: str = "/"
+    period_s: float = 10.0
+    timeout_s: float = 1.0
+    failure_threshold: int = 3
+    success_threshold: int = 1
+    initial_delay_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class Container:
     name: str
     image: str
     command: tuple[str, ...] = ()
     args: tuple[str, ...] = ()
     ports: tuple[ContainerPort, ...] = ()
+    readiness: ProbeSpec | None = None
 
 
 @dataclass(frozen=True)

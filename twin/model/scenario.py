@@ -42,11 +42,52 @@ PROBE_SCHEMA = {
     "method": "str", "path": "str", "expect": "str", "expect_status": "int", "expect_body": "str",
     "count": "int",
 }
+TRAFFIC_SCHEMA = {"name": "str", "from": "str", "to": "str", "port": "int", "kind": "str",
+                  "count": "int", "interval": "str", "duration": "str", "path": "str"}
+HOLD_SCHEMA = {"name": "str", "from": "str", "to": "str", "port": "int", "backend": "str"}
 SCENARIO_SCHEMA = {
     "scenario": "str", "description": "str", "manifests": ["str"], "values": "str",
-    "settings": {"probe_timeout": "str", "policy_propagation": "str"},
-    "steps": [{"probe": PROBE_SCHEMA, "apply": "str", "delete": "str", "wait": "str", "note": "str"}],
+    "settings": {"probe_timeout": "str", "policy_propagation": "str", "outage_tolerance": "str",
+                 "chi2_alpha": "any", "request_timeout": "str"},
+    "steps": [{"probe": PROBE_SCHEMA, "apply": "str", "delete": "str", "wait": "str", "note": "str",
+               "requests": TRAFFIC_SCHEMA, "loop": TRAFFIC_SCHEMA, "hold": HOLD_SCHEMA,
+               "check": {"hold": "str", "expect": "str"}, "kill": {"pod": "str"}, "restart": {"pod": "str"},
+               "syscalls": {"name": "str", "from": "str", "to": "str", "port": "int"},
+               "await": {"loop": "str"}}],
 }
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Requests through a service frontend (socket LB picks the backend).
+
+    ``requests`` runs ``count`` requests ``interval`` apart and waits for them;
+    ``loop`` runs in the background for ``duration`` while later steps go on
+    (``await`` waits for it to finish).
+    """
+
+    name: str
+    src: str
+    dst: str
+    port: int = 80
+    kind: str = "http"
+    count: int = 0
+    interval_s: float = 0.1
+    duration_s: float = 0.0
+    path: str = "/"
+    background: bool = False
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A long-lived TCP connection (HTTP keep-alive) through a service, kept
+    open on the named backend until a ``check`` step uses it again."""
+
+    name: str
+    src: str
+    dst: str
+    port: int
+    backend: str
 
 
 @dataclass(frozen=True)
@@ -75,8 +116,13 @@ class Probe:
 @dataclass(frozen=True)
 class Step:
     index: int
-    kind: str  # probe | apply | delete | wait | note
+    kind: str  # probe | apply | delete | wait | note | requests | loop | await | hold | check | kill | restart | syscalls
     probe: Probe | None = None
+    traffic: Traffic | None = None
+    hold: Hold | None = None
+    pod: str = ""  # kill/restart
+    name: str = ""  # check: hold name; await: loop name; syscalls: observation name
+    expect: str = ""  # check: alive | closed
     path: str = ""  # apply: file (relative to the scenario)
     target: str = ""  # delete: Kind/ns/name
     seconds: float = 0.0
@@ -88,6 +134,12 @@ class Step:
 class Settings:
     probe_timeout_s: float = 1.0
     policy_propagation_s: float = 0.5
+    #: how far outside the twin's predicted interval a measured outage window may fall
+    outage_tolerance_s: float = 0.25
+    #: significance level of the chi-square test on backend shares
+    chi2_alpha: float = 0.01
+    #: timeout of one request of a requests/loop step
+    request_timeout_s: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -125,7 +177,9 @@ def parse_scenario(src: Source) -> Scenario:
     settings = Settings()
     s = data.get("settings") or {}
     try:
-        settings = Settings(parse_duration(s.get("probe_timeout", "1s")), parse_duration(s.get("policy_propagation", "500ms")))
+        settings = Settings(parse_duration(s.get("probe_timeout", "1s")), parse_duration(s.get("policy_propagation", "500ms")),
+                            parse_duration(s.get("outage_tolerance", "250ms")), float(s.get("chi2_alpha", 0.01)),
+                            parse_duration(s.get("request_timeout", "1s")))
     except ValueError as exc:
         err(("settings",), str(exc))
     steps = []
@@ -134,7 +188,7 @@ def parse_scenario(src: Source) -> Scenario:
         path = ("steps", i)
         keys = [k for k in raw if raw[k] is not None]
         if len(keys) != 1:
-            err(path, f"a step has exactly one of probe, apply, delete, wait, note; got {sorted(raw)}")
+            err(path, f"a step has exactly one of {', '.join(SCENARIO_SCHEMA['steps'][0])}; got {sorted(raw)}")
             continue
         kind = keys[0]
         line = doc.line(path)
@@ -163,6 +217,58 @@ def parse_scenario(src: Source) -> Scenario:
                 str(p.get("name")), src_ if "/" in src_ else f"default/{src_}", str(p.get("to", "")), pkind,
                 port if pkind != "ping" else 0, p.get("method", "GET"), p.get("path", "/"), p.get("expect"),
                 p.get("expect_status"), p.get("expect_body"), p.get("count", 1)), line=line))
+        elif kind in ("requests", "loop"):
+            t = raw[kind]
+            tp = path + (kind,)
+            for req in ("name", "from", "to"):
+                if not t.get(req):
+                    err(tp + (req,), "is required")
+            if not str(t.get("to", "")).startswith("svc:"):
+                err(tp + ("to",), f"must be svc:NS/NAME (traffic through a service frontend), got {t.get('to')!r}")
+            if t.get("kind", "http") not in ("http", "udp"):
+                err(tp + ("kind",), f"must be http or udp, got {t.get('kind')!r}")
+            if t.get("name") in names:
+                err(tp + ("name",), f"duplicate name {t.get('name')!r}")
+            names.add(t.get("name"))
+            try:
+                interval = parse_duration(t.get("interval", "100ms"))
+                duration = parse_duration(t["duration"]) if t.get("duration") else 0.0
+            except ValueError as exc:
+                err(tp, str(exc))
+                continue
+            if kind == "requests" and not t.get("count"):
+                err(tp + ("count",), "is required (how many requests)")
+            if kind == "loop" and not duration:
+                err(tp + ("duration",), "is required (how long the loop runs)")
+            src_ = str(t.get("from", ""))
+            steps.append(Step(i, kind, traffic=Traffic(
+                str(t.get("name")), src_ if "/" in src_ else f"default/{src_}", str(t.get("to")), t.get("port", 80),
+                t.get("kind", "http"), t.get("count", 0), interval, duration, t.get("path", "/"), kind == "loop"), line=line))
+        elif kind == "hold":
+            h = raw["hold"]
+            for req in ("name", "from", "to", "backend"):
+                if not h.get(req):
+                    err(path + ("hold", req), "is required")
+            names.add(h.get("name"))
+            src_ = str(h.get("from", ""))
+            steps.append(Step(i, "hold", hold=Hold(str(h.get("name")), src_ if "/" in src_ else f"default/{src_}",
+                                                   str(h.get("to")), h.get("port", 80), str(h.get("backend"))), line=line))
+        elif kind == "check":
+            c = raw["check"]
+            if c.get("expect", "alive") not in ("alive", "closed"):
+                err(path + ("check", "expect"), f"must be alive or closed, got {c.get('expect')!r}")
+            steps.append(Step(i, "check", name=str(c.get("hold")), expect=c.get("expect", "alive"), line=line))
+        elif kind == "await":
+            steps.append(Step(i, "await", name=str(raw["await"].get("loop")), line=line))
+        elif kind in ("kill", "restart"):
+            pod = str(raw[kind].get("pod", ""))
+            steps.append(Step(i, kind, pod=pod if "/" in pod else f"default/{pod}", line=line))
+        elif kind == "syscalls":
+            sc = raw["syscalls"]
+            src_ = str(sc.get("from", ""))
+            names.add(sc.get("name"))
+            steps.append(Step(i, "syscalls", name=str(sc.get("name")), traffic=Traffic(
+                str(sc.get("name")), src_ if "/" in src_ else f"default/{src_}", str(sc.get("to")), sc.get("port", 80)), line=line))
         elif kind == "apply":
             steps.append(Step(i, "apply", path=str(raw["apply"]), line=line))
         elif kind == "delete":
@@ -178,6 +284,13 @@ def parse_scenario(src: Source) -> Scenario:
                 err(path + ("wait",), str(exc))
         else:
             steps.append(Step(i, "note", text=str(raw["note"]), line=line))
+    holds = {s.hold.name for s in steps if s.kind == "hold"}
+    loops = {s.traffic.name for s in steps if s.kind == "loop"}
+    for s_ in steps:
+        if s_.kind == "check" and s_.name not in holds:
+            err(("steps", s_.index, "check", "hold"), f"no hold step named {s_.name!r}")
+        if s_.kind == "await" and s_.name not in loops:
+            err(("steps", s_.index, "await", "loop"), f"no loop step named {s_.name!r}")
     if errs:
         raise InputError(errs)
     return Scenario(data["scenario"], src.name, data.get("description", ""), tuple(data["manifests"]),

@@ -24,7 +24,14 @@ SELECTOR = {
 CONTAINER = {
     "name": "str", "image": "str", "command": ["str"], "args": ["str"],
     "ports": [{"containerPort": "int", "name": "str", "protocol": "str", "hostPort": "int", "hostIP": "str"}],
-    "env": "any", "envFrom": "any", "resources": "any", "readinessProbe": "any", "livenessProbe": "any",
+    "readinessProbe": {
+        "httpGet": {"path": "str", "port": "intstr", "scheme": "str", "host": "str", "httpHeaders": "any"},
+        "tcpSocket": {"port": "intstr", "host": "str"},
+        "exec": UNSUPPORTED, "grpc": UNSUPPORTED,
+        "periodSeconds": "int", "timeoutSeconds": "int", "failureThreshold": "int",
+        "successThreshold": "int", "initialDelaySeconds": "int", "terminationGracePeriodSeconds": "int",
+    },
+    "env": "any", "envFrom": "any", "resources": "any", "livenessProbe": "any",
     "startupProbe": "any", "imagePullPolicy": "str", "securityContext": "any", "volumeMounts": "any",
     "workingDir": "str", "stdin": "bool", "tty": "bool", "lifecycle": "any",
     "terminationMessagePath": "str", "terminationMessagePolicy": "str",
