@@ -14,13 +14,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.analysis import chi2_test, service_measurements
 from harness.diff import Field, diff_tables, verdict_changes
 from harness.inputs import load_cluster, read_source, rel
 from twin.model.build import parse_policy_source
 from twin.model.findings import InputError, TwinError
 from twin.model.objects import Cluster, NetworkPolicy
 from twin.model.scenario import Scenario, parse_scenario
+from twin.semantics.lb import frontend, lb_table
 from twin.sim import SimConfig, simulate
+from twin.sim.services import predictions as service_predictions
 
 #: Fields compared between backends.  Timing is not compared for L3/L4 runs
 #: (the twin's latencies are predictions, reported side by side).
@@ -110,8 +113,119 @@ def _explain(twin: dict, real: dict | None) -> str:
 def run_twin(inputs: RunInputs, seed: int) -> dict:
     t0 = time.perf_counter()
     res = simulate(inputs.scenario, inputs.cluster, inputs.applies, SimConfig(seed=seed))
-    return {"flows": [f.as_dict() for f in res.flows], "events": res.events,
-            "virtual_seconds": res.end_time, "wall_seconds": round(time.perf_counter() - t0, 3)}
+    loops = [s.traffic for s in inputs.scenario.steps if s.kind == "loop"]
+    kills = [(s.pod, loops[0] if loops else None) for s in inputs.scenario.steps if s.kind == "kill"]
+    return {"flows": [f.as_dict() for f in res.flows], "events": res.events, "traffic": res.traffic,
+            "holds": res.holds, "syscalls": res.syscalls, "kills": res.kills,
+            "predictions": service_predictions(inputs.cluster, kills),
+            "virtual_seconds": round(res.end_time, 6), "wall_seconds": round(time.perf_counter() - t0, 3)}
+
+
+def expected_shares(inputs: RunInputs, traffic) -> dict[str, float]:
+    """The twin's prediction of backend shares for a requests step: uniform over
+    the frontend's active backends (endpoint states as at the start of the run)."""
+    from twin.model.enums import Protocol
+    key = traffic.dst[4:] if "/" in traffic.dst[4:] else f"default/{traffic.dst[4:]}"
+    svc = inputs.cluster.service(key)
+    fe = frontend(lb_table(inputs.cluster), svc.cluster_ip, traffic.port,
+                  Protocol.UDP if traffic.kind == "udp" else Protocol.TCP)
+    active = fe.active if fe else ()
+    return {b.pod: 1 / len(active) for b in active}
+
+
+def _stage_story(twin_obs: dict, real_obs: dict, pod: str) -> str:
+    """Which stage of the endpoint pipeline differed, from both event logs."""
+    def stages(obs):
+        kill = next((k["t"] for k in obs.get("kills", []) if k["action"] == "kill" and k["pod"] == pod), None)
+        if kill is None:
+            return {}
+        ev = [e for e in obs.get("events", []) if e["t"] >= kill]
+        out = {}
+        for name, pred in (("probing (kill → NotReady)", lambda e: e["event"] == "pod-not-ready" and e.get("pod") == pod),
+                           ("status", lambda e: e["event"] == "status-updated" and e.get("pod") == pod),
+                           ("agents (last node updated)", lambda e: e["event"] in ("agent-regenerated", "agent-lb-updated"))):
+            hits = [e["t"] for e in ev if pred(e)]
+            if hits:
+                out[name] = round((hits[-1] if name.startswith("agents") else hits[0]) - kill, 3)
+        return out
+    t, r = stages(twin_obs), stages(real_obs)
+    parts = [f"{k}: twin {t.get(k)} s, real {r.get(k)} s" for k in dict.fromkeys(list(t) + list(r))]
+    return "; ".join(parts)
+
+
+def check_service_expectations(inputs: RunInputs, meas: dict, obs: dict, backend: str) -> list[dict]:
+    """Expectations that hold on one backend alone: hold checks, syscall facts, shares."""
+    out = []
+    checks = [s for s in inputs.scenario.steps if s.kind == "check"]
+    for step, h in zip(checks, meas["holds"]):
+        if h["state"] != step.expect:
+            out.append({"backend": backend, "probe": step.name, "dst": h.get("backend"), "field": "hold",
+                        "expected": step.expect, "got": h["state"]})
+    for sc in meas["syscalls"]:
+        if sc.get("capture_has_frontend"):
+            out.append({"backend": backend, "probe": sc["name"], "dst": sc["connect"], "field": "capture",
+                        "expected": "no packet to the ClusterIP", "got": "ClusterIP seen in capture"})
+        if sc.get("getpeername") != sc.get("connect"):
+            out.append({"backend": backend, "probe": sc["name"], "dst": sc["connect"], "field": "getpeername",
+                        "expected": sc.get("connect"), "got": sc.get("getpeername")})
+    return out
+
+
+def diff_services(inputs: RunInputs, twin_obs: dict, twin: dict, real: dict, real_obs: dict) -> list[dict]:
+    """Service-level disagreements: shares (chi-square), outage windows, holds, syscalls."""
+    out = []
+    st = inputs.scenario.settings
+    for step in inputs.scenario.steps:
+        if step.kind != "requests":
+            continue
+        t = step.traffic
+        shares = expected_shares(inputs, t)
+        for name, meas in (("real", real), ("twin", twin)):
+            res = chi2_test(meas["requests"].get(t.name, {}).get("backends", {}), shares)
+            meas["requests"].setdefault(t.name, {})["chi2"] = res
+            if res["p_value"] < st.chi2_alpha:
+                out.append({"key": t.name, "field": "backend shares", "twin": {k: round(v, 3) for k, v in shares.items()},
+                            "real" if name == "real" else "twin-sample": meas["requests"][t.name]["backends"],
+                            "why": f"chi-square p={res['p_value']} < alpha={st.chi2_alpha} on the {name} sample " + res.get("why", "")})
+        failed = {k: v for k, v in real["requests"].get(t.name, {}).get("outcomes", {}).items() if k != "answered"}
+        if failed:
+            out.append({"key": t.name, "field": "outcomes", "twin": twin["requests"].get(t.name, {}).get("outcomes"),
+                        "real": real["requests"][t.name]["outcomes"], "why": "requests failed on the real side"})
+    preds = {p["pod"]: p for p in twin_obs.get("predictions", [])}
+    for kt, kr in zip(twin["kills"], real["kills"]):
+        p = preds.get(kr["pod"])
+        if not p:
+            continue
+        lo, hi = p["outage_s"]
+        kr["predicted_outage_s"] = kt["predicted_outage_s"] = [round(lo, 3), round(hi, 3)]
+        kr["tolerance_s"] = st.outage_tolerance_s
+        for name, k in (("real", kr), ("twin", kt)):
+            if not (lo - st.outage_tolerance_s <= k["outage_s"] <= hi + st.outage_tolerance_s):
+                out.append({"key": f"{k['loop']}/kill {k['pod']}", "field": "outage window",
+                            "twin": [round(lo, 3), round(hi, 3)], name if name == "real" else "twin-sample": k["outage_s"],
+                            "why": f"the {name} outage {k['outage_s']} s is outside the predicted interval ±{st.outage_tolerance_s} s; "
+                                   + _stage_story(twin_obs, real_obs, kr["pod"])})
+        if kr.get("readmit_s") is not None or kt.get("readmit_s") is not None:
+            rlo, rhi = p["readmit_s"]
+            got = kr.get("readmit_s")
+            interval_s = next((s.traffic.interval_s for s in inputs.scenario.steps if s.kind == "loop"), 0.1)
+            if got is None or not (0 <= got <= rhi + interval_s + st.outage_tolerance_s):
+                out.append({"key": f"{kr['loop']}/restart {kr['pod']}", "field": "readmission",
+                            "twin": [round(rlo, 3), round(rhi + interval_s, 3)], "real": got,
+                            "why": "the restarted backend came back later than the pipeline predicts (or never)"})
+    for a, b in zip(twin["holds"], real["holds"]):
+        if a["state"] != b["state"]:
+            out.append({"key": f"hold {a['hold']}", "field": "state", "twin": a["state"], "real": b["state"],
+                        "why": f"long-lived connection to {b.get('backend')}"})
+    for a, b in zip(twin["syscalls"], real["syscalls"]):
+        for f in ("connect", "getsockname_ip", "getpeername", "capture_has_frontend"):
+            if a.get(f) != b.get(f):
+                out.append({"key": a["name"], "field": f, "twin": a.get(f), "real": b.get(f),
+                            "why": "socket-LB syscall view differs"})
+    if len(twin["kills"]) != len(real["kills"]) or len(twin["holds"]) != len(real["holds"]):
+        out.append({"key": "service observations", "field": "<rows>", "twin": [len(twin["kills"]), len(twin["holds"])],
+                    "real": [len(real["kills"]), len(real["holds"])], "why": "the backends observed different numbers of kills/holds"})
+    return out
 
 
 def run_scenario(path: str, backend: str = "both", out: str | None = None, seed: int = 1) -> dict:
@@ -135,9 +249,17 @@ def run_scenario(path: str, backend: str = "both", out: str | None = None, seed:
             failures += check_expectations(inputs.scenario, obs["flows"], name)
     disagreements = []
     ran = [n for n in backends if not observations[n].get("skipped")]
+    services = {}
+    for name in ran:
+        services[name] = service_measurements(observations[name], inputs.scenario)
+        observations[name]["measurements"] = services[name]
+    if "twin" in ran:
+        failures += check_service_expectations(inputs, services["twin"], observations["twin"], "twin")
     if len(ran) == 2:
         disagreements = diff_tables(observations["twin"]["flows"], observations["real"]["flows"], "key",
                                     DIFF_FIELDS, ("twin", "real"), _explain)
+        disagreements += diff_services(inputs, observations["twin"], services["twin"], services["real"],
+                                       observations["real"])
     main = observations[ran[0]]["flows"] if ran else []
     result = {
         "scenario": inputs.scenario.name, "file": path, "seed": seed, "backends": backends,

@@ -410,6 +410,33 @@ class RealTopology:
 
     # ---------------------------------------------------------------- servers
 
+    def kill_server(self, pod_key: str) -> float:
+        """SIGKILL a pod's app server (a crash); returns the monotonic time of the kill."""
+        key = self.resolve(pod_key)
+        proc = self._servers.pop(key, None)
+        if proc is None or proc.poll() is not None:
+            raise TopologyError(f"{key} has no running app server to kill")
+        _killpg(proc.pid)
+        t = time.monotonic()
+        proc.wait(timeout=5)
+        with self._lock:
+            self._procs.pop(proc.pid, None)
+        return t
+
+    def start_server(self, pod_key: str) -> float:
+        """(Re)start a pod's app server and wait until it listens; returns the monotonic start time."""
+        key = self.resolve(pod_key)
+        p = self._pods[key]
+        app = app_of_pod(p)
+        if app.name == "none":
+            raise TopologyError(f"{key} runs no app server (image {p.containers[0].image if p.containers else '?'})")
+        if key in self._servers and self._servers[key].poll() is None:
+            raise TopologyError(f"{key}'s app server is already running")
+        t = time.monotonic()
+        argv = self._server_argv(app.name, p.name, app.tcp_ports, app.udp_ports, [str(p.ip)])
+        self._wait_listening({key: (self._spawn_server(key, argv), app.tcp_ports, app.udp_ports)})
+        return t
+
     def _start_servers(self) -> None:
         wanted: dict[str, tuple[subprocess.Popen, tuple[int, ...], tuple[int, ...]]] = {}
         for p in self.cluster.pods:

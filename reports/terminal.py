@@ -10,13 +10,32 @@ def render(result: dict) -> str:
             continue
         flows = obs["flows"]
         fwd = sum(1 for f in flows if f["verdict"] == "FORWARDED")
-        lines.append(f"  {name}: {len(flows)} flow records, {fwd} forwarded, {len(flows) - fwd} dropped")
+        if flows or not obs.get("traffic"):
+            lines.append(f"  {name}: {len(flows)} flow records, {fwd} forwarded, {len(flows) - fwd} dropped")
     shown = next((o["flows"] for o in result["observations"].values() if not o.get("skipped")), [])
     for f in shown:
         extra = f" HTTP {f['http_status']}" if f.get("http_status") else ""
         reason = f" ({f['drop_reason']})" if f.get("drop_reason") else ""
         lines.append(f"    step {f['step']:>2} {f['probe']:<28} {f['src']} → {f['dst']} {f['protocol']}/{f['port']}: "
                      f"{f['verdict']}{reason}{extra}")
+    for name, obs in result["observations"].items():
+        m = obs.get("measurements") or {}
+        for req, r in (m.get("requests") or {}).items():
+            shares = ", ".join(f"{k.split('/')[-1]} {v}" for k, v in sorted(r.get("backends", {}).items()))
+            bad = {k: v for k, v in r.get("outcomes", {}).items() if k != "answered"}
+            chi = f"; chi-square p={r['chi2']['p_value']}" if r.get("chi2") else ""
+            lines.append(f"  {name}: {req}: answered by {shares or 'nobody'}" + (f"; failed {bad}" if bad else "") + chi)
+        for k in m.get("kills") or []:
+            pred = f" (predicted {k['predicted_outage_s'][0]}–{k['predicted_outage_s'][1]} s ±{k.get('tolerance_s')})" \
+                if k.get("predicted_outage_s") else ""
+            lines.append(f"  {name}: kill {k['pod']}: {k['failures']} of {k['requests']} requests failed, "
+                         f"outage {k['outage_s']} s{pred}" + (f", back after restart in {k['readmit_s']} s" if k.get("readmit_s") is not None else ""))
+        for h in m.get("holds") or []:
+            lines.append(f"  {name}: long-lived connection {h['hold']} to {h.get('backend')}: {h['state']}")
+        for sc in m.get("syscalls") or []:
+            lines.append(f"  {name}: {sc['name']}: connect({sc['connect']}) getsockname→{sc['getsockname_ip']} "
+                         f"getpeername→{sc['getpeername']}; capture saw {', '.join(sc.get('capture_ips', []))}"
+                         + (" INCLUDING the ClusterIP" if sc.get("capture_has_frontend") else " (never the ClusterIP)"))
     for ch in result.get("verdict_changes", []):
         lines.append(f"  verdict changed: {ch['flow']}: {ch['before']} (step {ch['before_step']}) → "
                      f"{ch['after']} (step {ch['after_step']})")

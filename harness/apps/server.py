@@ -5,7 +5,9 @@ Run inside a pod's network namespace by :class:`harness.topology.RealTopology`::
     python -m harness.apps.server --app whoami --hostname webpod1 --tcp 80
     python -m harness.apps.server --app echo --hostname p --tcp 80 --tcp 8080 --udp 53
 
-HTTP/1.1: every answer carries Content-Length and closes the connection.
+HTTP/1.1 with keep-alive (like traefik/whoami): every answer carries
+Content-Length; the connection stays open unless the client sends
+``Connection: close`` or speaks HTTP/1.0.
 For app ``echo`` each UDP port echoes every datagram back unchanged.
 Stdlib only; prints nothing but errors; exits on SIGTERM/SIGINT.
 """
@@ -75,11 +77,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "text/plain; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
-        self.send_header("Connection", "close")
+        close = self.headers.get("Connection", "").lower() == "close" or self.request_version == "HTTP/1.0"
+        self.send_header("Connection", "close" if close else "keep-alive")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
-        self.close_connection = True
+        self.close_connection = close
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         pass  # access log: nothing

@@ -165,7 +165,7 @@ class ServiceTraffic:
                 "capture_has_frontend": False, "outcome": rec["outcome"]}
 
 
-def predictions(cluster, traffic_steps, kills) -> list[dict]:
+def predictions(cluster, kills) -> list[dict]:
     """Analytical intervals the real run is checked against (outage and readmission)."""
     out = []
     for pod_key, loop in kills:
