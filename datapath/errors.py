@@ -3,12 +3,15 @@
 Hierarchy::
 
     DatapathError
-     ├── BpfCompileError        bcc could not compile/load bpf_lxc.c
+     ├── BpfCompileError        bcc could not compile/load a BPF object
      ├── UnsupportedPolicyError  the policy needs a feature this datapath lacks
      ├── PolicyCompileError     a PolicyTable/ipcache/endpoint list is malformed
      ├── NetnsError             a network namespace could not be entered
      ├── AttachError            tc qdisc/filter setup or teardown failed
-     └── MapError               a BPF map operation failed
+     ├── MapError               a BPF map operation failed
+     ├── LBCompileError         an LBTable cannot be compiled into the lb4 maps
+     ├── CgroupError            cgroup2 directory refused, or cgroup attach/detach failed
+     └── SockDestroyError       sock_diag SOCK_DESTROY unavailable or failed
 """
 from __future__ import annotations
 
@@ -41,3 +44,15 @@ class AttachError(DatapathError):
 
 class MapError(DatapathError):
     """A BPF map update, delete or dump failed."""
+
+
+class LBCompileError(DatapathError, ValueError):
+    """An LBTable cannot be compiled (duplicate frontend, bad port, ids exhausted)."""
+
+
+class CgroupError(DatapathError):
+    """A cgroup2 directory is unusable (root cgroup, not cgroup2) or attach/detach failed."""
+
+
+class SockDestroyError(DatapathError):
+    """Sockets could not be destroyed with sock_diag (kernel without CONFIG_INET_DIAG_DESTROY?)."""

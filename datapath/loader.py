@@ -1,4 +1,7 @@
-"""Compile and load ``bpf/bpf_lxc.c`` with bcc: one :class:`NodeProgram` per node.
+"""Compile and load the BPF objects with bcc, one of each per node.
+
+* :class:`NodeProgram`  ``bpf/bpf_lxc.c``: the two tc programs on lxc devices
+* :class:`SockProgram`  ``bpf/bpf_sock.c``: the four cgroup socket-LB programs
 
 BPF programs and maps are not namespaced; a node is isolated by having its
 own object (its own maps), attached only to that node's lxc devices.
@@ -12,23 +15,52 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Sequence
 
-from datapath.constants import bpf_cflags
+from datapath.constants import bpf_cflags, sock_cflags
 from datapath.errors import BpfCompileError
 
 __all__ = [
-    "BPF_DIR", "LXC_SOURCE", "KERNEL_SOURCE_ENV", "bpf_cflags", "bundle_source", "NodeProgram",
+    "BPF_DIR", "LXC_SOURCE", "SOCK_SOURCE", "KERNEL_SOURCE_ENV", "bpf_cflags", "bundle_source",
+    "NodeProgram", "SockProgram", "SockHook", "SOCK_HOOKS",
 ]
 
 BPF_DIR = Path(__file__).resolve().parent / "bpf"
 LXC_SOURCE = BPF_DIR / "bpf_lxc.c"
+SOCK_SOURCE = BPF_DIR / "bpf_sock.c"
 KERNEL_SOURCE_ENV = "BCC_KERNEL_SOURCE"
 
 #: Entry points of bpf_lxc.c: (function name, hook).
 FROM_CONTAINER = "from_container"
 TO_CONTAINER = "to_container"
 
+
+
+@dataclass(frozen=True)
+class SockHook:
+    """One cgroup socket program: its function in bpf_sock.c and attach type."""
+
+    function: str
+    attach_type: int  # enum bpf_attach_type
+    name: str  # short name used in messages
+
+
+# enum bpf_attach_type values (uapi/linux/bpf.h; equal to bcc.BPFAttachType's)
+_CGROUP_INET4_CONNECT = 10
+_CGROUP_UDP4_SENDMSG = 14
+_CGROUP_UDP4_RECVMSG = 19
+_CGROUP_INET4_GETPEERNAME = 29
+#: BPF_PROG_TYPE_CGROUP_SOCK_ADDR
+CGROUP_SOCK_ADDR_PROG_TYPE = 18
+
+#: The programs of bpf_sock.c, in attach order.
+SOCK_HOOKS: tuple[SockHook, ...] = (
+    SockHook("sock4_connect", _CGROUP_INET4_CONNECT, "connect4"),
+    SockHook("sock4_sendmsg", _CGROUP_UDP4_SENDMSG, "sendmsg4"),
+    SockHook("sock4_recvmsg", _CGROUP_UDP4_RECVMSG, "recvmsg4"),
+    SockHook("sock4_getpeername", _CGROUP_INET4_GETPEERNAME, "getpeername4"),
+)
 
 _QUOTED_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 
@@ -134,6 +166,66 @@ class NodeProgram:
         self._bpf.cleanup()
 
     def __enter__(self) -> "NodeProgram":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class SockProgram:
+    """One compiled bpf_sock object: the four cgroup programs and the LB maps.
+
+    Each program is loaded with its expected attach type (the kernel needs it
+    for sock_addr programs, and it is what allows ``bpf_set_retval``).
+    ``functions`` maps each :class:`SockHook` to its bcc function (``.fd``).
+    """
+
+    def __init__(self, extra_cflags: Sequence[str] = ()) -> None:
+        kernel_source = _check_kernel_source()
+        bcc = _import_bcc()
+        cflags = [f"-I{BPF_DIR}", *sock_cflags(), *extra_cflags]
+        try:
+            self._bpf = bcc.BPF(text=bundle_source(SOCK_SOURCE).encode(), cflags=cflags)
+        except Exception as exc:
+            raise BpfCompileError(
+                f"bcc could not compile {SOCK_SOURCE} ({KERNEL_SOURCE_ENV}={kernel_source}): "
+                f"{exc}; the compiler output is printed above on stderr"
+            ) from exc
+        self.functions: dict[SockHook, Any] = {}
+        try:
+            for hook in SOCK_HOOKS:
+                self.functions[hook] = self._bpf.load_func(
+                    hook.function.encode(), CGROUP_SOCK_ADDR_PROG_TYPE, attach_type=hook.attach_type
+                )
+        except Exception as exc:
+            self._bpf.cleanup()
+            raise BpfCompileError(
+                f"the kernel refused program {hook.function} ({hook.name}) of {SOCK_SOURCE}: "
+                f"{exc}; the verifier log is printed above on stderr (bpf_set_retval needs "
+                "kernel >= 5.19)"
+            ) from exc
+        self._closed = False
+
+    @property
+    def bpf(self) -> Any:
+        return self._bpf
+
+    def table(self, name: str) -> Any:
+        """The bcc table ``name`` (lb4_services, lb4_backends, lb4_reverse_nat, lb4_sock_revnat)."""
+        return self._bpf[name.encode()]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Free programs and maps (idempotent). Detach them from cgroups first."""
+        if self._closed:
+            return
+        self._closed = True
+        self._bpf.cleanup()
+
+    def __enter__(self) -> "SockProgram":
         return self
 
     def __exit__(self, *exc: object) -> None:

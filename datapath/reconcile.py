@@ -3,7 +3,9 @@
 The map layer is the :class:`MapBackend` protocol with a real
 (:class:`BccMap`) and an in-memory (:class:`FakeMap`, optionally failing)
 implementation.  :func:`reconcile` adds/updates first, then deletes, so a
-key that stays never disappears in between.
+key that stays never disappears in between.  :func:`reconcile_lb` does the
+same across the three socket-LB maps, in an order where a concurrent
+connect() never sees a dangling reference (see its docstring).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from datapath.maps._codec import MapCodec
 K = TypeVar("K")
 V = TypeVar("V")
 
-__all__ = ["MapBackend", "BccMap", "FakeMap", "ReconcileResult", "reconcile"]
+__all__ = ["MapBackend", "BccMap", "FakeMap", "ReconcileResult", "reconcile", "reconcile_lb"]
 
 
 class MapBackend(Protocol[K, V]):
@@ -102,24 +104,114 @@ class ReconcileResult:
     def changed(self) -> bool:
         return bool(self.added or self.updated or self.deleted)
 
+    def __add__(self, other: "ReconcileResult") -> "ReconcileResult":
+        return ReconcileResult(
+            self.added + other.added, self.updated + other.updated,
+            self.deleted + other.deleted, self.unchanged + other.unchanged,
+        )
+
 
 def reconcile(desired: Mapping[K, V], backend: MapBackend[K, V]) -> ReconcileResult:
     """Make ``backend`` hold exactly ``desired``: add/update first, then delete."""
-    current = dict(backend.items())
-    added = updated = unchanged = 0
-    for key, value in _stable(desired.items()):
-        if key not in current:
-            backend.update(key, value)
-            added += 1
-        elif current[key] != value:
-            backend.update(key, value)
-            updated += 1
-        else:
-            unchanged += 1
-    stale = [k for k in current if k not in desired]
-    for key in _stable_keys(stale):
-        backend.delete(key)
-    return ReconcileResult(added, updated, len(stale), unchanged)
+    plan = _Plan.of(desired, backend)
+    plan.write(backend)
+    plan.remove(backend)
+    return plan.result
+
+
+@dataclass
+class _Plan(Generic[K, V]):
+    """What one map needs: writes (adds and updates, sorted) and deletes (sorted)."""
+
+    writes: list[tuple[K, V]]
+    deletes: list[K]
+    result: ReconcileResult
+
+    @classmethod
+    def of(cls, desired: Mapping[K, V], backend: MapBackend[K, V]) -> "_Plan[K, V]":
+        current = dict(backend.items())
+        writes: list[tuple[K, V]] = []
+        added = updated = unchanged = 0
+        for key, value in _stable(desired.items()):
+            if key not in current:
+                added += 1
+            elif current[key] != value:
+                updated += 1
+            else:
+                unchanged += 1
+                continue
+            writes.append((key, value))
+        stale = _stable_keys([k for k in current if k not in desired])
+        return cls(writes, stale, ReconcileResult(added, updated, len(stale), unchanged))
+
+    def write(self, backend: MapBackend[K, V], only: Callable[[K, V], bool] | None = None) -> None:
+        for key, value in self.writes:
+            if only is None or only(key, value):
+                backend.update(key, value)
+
+    def remove(self, backend: MapBackend[K, V], only: Callable[[K], bool] | None = None) -> None:
+        for key in self.deletes:
+            if only is None or only(key):
+                backend.delete(key)
+
+
+def reconcile_lb(
+    services_desired: Mapping[Any, Any],
+    backends_desired: Mapping[int, Any],
+    revnat_desired: Mapping[int, Any],
+    services: MapBackend[Any, Any],
+    backends: MapBackend[int, Any],
+    revnat: MapBackend[int, Any],
+) -> ReconcileResult:
+    """Reconcile lb4_services, lb4_backends and lb4_reverse_nat together.
+
+    Keys of ``services`` are :class:`~datapath.maps.lb_services.ServiceKey`,
+    values of ``backends`` :class:`~datapath.maps.lb_backends.BackendValue`.
+    The order guarantees that connect4, which reads master -> slot ->
+    backend, never follows a reference to something missing or inactive:
+
+    1. lb4_backends: add new backends, and updates that leave a backend active
+    2. lb4_reverse_nat: add/update
+    3. lb4_services backend slots (slot >= 1): add/update.  A growing service
+       gets its new slots *before* its count rises.
+    4. lb4_services master entries: add/update.  A shrinking service lowers
+       its count *before* its now-unused slots are deleted (step 6); a new
+       service appears only once its slots exist.
+    5. lb4_backends: updates that make a backend terminating (it has just
+       left every slot in steps 3-4)
+    6. lb4_services: delete stale masters first (removed frontends stop
+       matching), then stale slots
+    7. lb4_backends and lb4_reverse_nat: delete what nothing references now
+
+    Like :func:`reconcile`, nothing is deleted before every write succeeded,
+    and a second run with the same input touches nothing.
+    """
+    from datapath.constants import BackendState  # local: keep reconcile import-light
+
+    def stays_active(_k: int, v: Any) -> bool:
+        return bool(v.state == BackendState.ACTIVE)
+
+    def is_master(k: Any) -> bool:
+        return bool(k.is_master)
+
+    s_plan = _Plan.of(services_desired, services)
+    b_plan = _Plan.of(backends_desired, backends)
+    r_plan = _Plan.of(revnat_desired, revnat)
+    current_backends = dict(backends.items())
+
+    def new_or_active(k: int, v: Any) -> bool:
+        return k not in current_backends or stays_active(k, v)
+
+    b_plan.write(backends, only=new_or_active)                          # 1
+    r_plan.write(revnat)                                                # 2
+    s_plan.write(services, only=lambda k, v: not is_master(k))          # 3
+    s_plan.write(services, only=lambda k, v: is_master(k))              # 4
+    b_plan.write(backends, only=lambda k, v: not new_or_active(k, v))   # 5
+    s_plan.remove(services, only=is_master)                             # 6
+    s_plan.remove(services, only=lambda k: not is_master(k))
+    b_plan.remove(backends)                                             # 7
+    r_plan.remove(revnat)
+    return s_plan.result + b_plan.result + r_plan.result
 
 
 def _stable(items: Iterable[tuple[K, V]]) -> list[tuple[K, V]]:

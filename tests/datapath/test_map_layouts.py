@@ -6,12 +6,15 @@ import ctypes
 import pytest
 
 from conftest import require_kernel
-from datapath.maps import conntrack, endpoints, events, ipcache, policy
+from datapath.maps import (
+    conntrack, endpoints, events, ipcache, lb_backends, lb_revnat, lb_services, policy, sock_revnat,
+)
 from datapath.maps._codec import layout
 
 pytestmark = pytest.mark.datapath
 
 CODECS = [endpoints.CODEC, ipcache.CODEC, policy.CODEC, conntrack.CODEC]
+LB_CODECS = [lb_services.CODEC, lb_backends.CODEC, lb_revnat.CODEC, sock_revnat.CODEC]
 
 
 @pytest.fixture(scope="module")
@@ -23,9 +26,39 @@ def program():
         yield prog
 
 
+@pytest.fixture(scope="module")
+def sock_program():
+    require_kernel()
+    from datapath.loader import SockProgram
+
+    with SockProgram() as prog:
+        yield prog
+
+
 @pytest.mark.parametrize("codec", CODECS, ids=lambda c: c.map_name)
 def test_map_layouts_match_bpf_object(program, codec):
-    table = program.table(codec.map_name)
+    assert_layout_matches(program.table(codec.map_name), codec)
+
+
+@pytest.mark.parametrize("codec", LB_CODECS, ids=lambda c: c.map_name)
+def test_lb_map_layouts_match_bpf_sock_object(sock_program, codec):
+    assert_layout_matches(sock_program.table(codec.map_name), codec)
+
+
+def test_lb_map_types_and_sizes_match_the_design(sock_program):
+    from bcc.table import BPF_MAP_TYPE_HASH as HASH, BPF_MAP_TYPE_LRU_HASH as LRU_HASH
+
+    from datapath.constants import LB_MAP_SIZES
+
+    expected = {"lb4_services": (HASH, "SERVICES"), "lb4_backends": (HASH, "BACKENDS"),
+                "lb4_reverse_nat": (HASH, "REVNAT"), "lb4_sock_revnat": (LRU_HASH, "SOCK_REVNAT")}
+    for name, (map_type, size) in expected.items():
+        table = sock_program.table(name)
+        assert table.ttype == map_type, f"{name} has the wrong map type"
+        assert table.max_entries == LB_MAP_SIZES[size], f"{name} max_entries differs from LB_MAP_SIZES"
+
+
+def assert_layout_matches(table, codec) -> None:
     assert ctypes.sizeof(codec.key_type) == ctypes.sizeof(table.Key), f"{codec.map_name} key size differs"
     assert ctypes.sizeof(codec.value_type) == ctypes.sizeof(table.Leaf), f"{codec.map_name} value size differs"
     assert layout(codec.key_type) == layout(table.Key), f"{codec.map_name} key field offsets differ"
@@ -68,3 +101,7 @@ def test_python_layouts_have_the_documented_sizes():
     assert policy.PolicyKeyC.dport_be.offset == 4 + 14
     assert ctypes.sizeof(conntrack.CtKeyC) == 16
     assert ctypes.sizeof(events.FlowEventC) == 48
+    assert ctypes.sizeof(lb_services.Lb4KeyC) == 12 and ctypes.sizeof(lb_services.Lb4ServiceC) == 8
+    assert ctypes.sizeof(lb_backends.Lb4BackendC) == 8
+    assert ctypes.sizeof(lb_revnat.Lb4ReverseNatC) == 8
+    assert ctypes.sizeof(sock_revnat.SockRevNatKeyC) == 16 and ctypes.sizeof(sock_revnat.SockRevNatValueC) == 8
