@@ -30,12 +30,15 @@ from pathlib import Path
 
 __all__ = [
     "STATE_DIR", "NETNS_DIR", "NETNS_PREFIX", "LINK_PREFIX", "RunState", "cleanup_leftovers",
-    "proc_start_time", "proc_cmdline", "pid_matches", "live_run_ids",
+    "proc_start_time", "proc_cmdline", "pid_matches", "live_run_ids", "CGROUP_ROOT", "CGROUP_PREFIX",
+    "remove_cgroup_tree",
 ]
 
 STATE_DIR = Path("/run/twin")
 NETNS_DIR = Path("/run/netns")
 NETNS_PREFIX = "twn-"  # /run/netns/twn-<run>-<name>
+CGROUP_ROOT = Path("/sys/fs/cgroup/unified")  # cgroup2 (hybrid layout, design.md)
+CGROUP_PREFIX = "twn-"  # /sys/fs/cgroup/unified/twn-<run>/<node>
 LINK_PREFIX = "twn"  # twn<run><suffix>, at most 15 characters
 _RUN_ID = re.compile(r"^[0-9a-z]{1,8}$")
 
@@ -237,6 +240,24 @@ def _netns_dir_entries() -> list[Path]:
         return []
 
 
+def remove_cgroup_tree(path: Path) -> bool:
+    """rmdir a cgroup2 directory and its children, deepest first.  A cgroup that
+    still has processes cannot be removed; those are left (and reported by False)."""
+    ok = True
+    for child in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+        try:
+            child.rmdir()
+        except OSError:
+            ok = False
+    try:
+        path.rmdir()
+    except FileNotFoundError:
+        pass
+    except OSError:
+        ok = False
+    return ok
+
+
 def cleanup_leftovers(state_dir: Path | str = STATE_DIR) -> list[str]:
     """Remove what runs whose owner died left behind; one line per action."""
     state_dir = Path(state_dir)
@@ -275,6 +296,10 @@ def cleanup_leftovers(state_dir: Path | str = STATE_DIR) -> list[str]:
         if run not in live:
             remove_netns_mount(str(p))
             lines.append(f"removed orphan netns mount {p} (run {run} is not live)")
+    for cg in sorted(CGROUP_ROOT.glob(f"{CGROUP_PREFIX}*")) if CGROUP_ROOT.is_dir() else []:
+        run = cg.name[len(CGROUP_PREFIX):]
+        if run not in live and remove_cgroup_tree(cg):
+            lines.append(f"removed orphan cgroup {cg} (run {run} is not live; its BPF programs detach with it)")
     live_link_prefixes = tuple(f"{LINK_PREFIX}{r}" for r in live)
     for name in root_links():
         if name.startswith(LINK_PREFIX) and not (live_link_prefixes and name.startswith(live_link_prefixes)):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -56,15 +57,24 @@ class _Programmed:
 
 
 class RealCluster:
-    """Topology + one datapath per node, programmed from a cluster state."""
+    """Topology + per node: a tc datapath on its lxc devices and a socket LB on
+    its own cgroup2 directory (where its pods' processes run), programmed
+    from a cluster state and the endpoint states of its pods."""
 
-    def __init__(self, cluster: Cluster):
+    def __init__(self, cluster: Cluster, socket_lb: bool | None = None):
         self.cluster = cluster
+        self.socket_lb = cluster.values.socket_lb if socket_lb is None else socket_lb
         self.topo = None
         self.datapaths: dict = {}
+        self.socklbs: dict = {}
+        self.cgroup_dir = None
+        self.states: dict[str, str] = {}
+        self._lock = threading.Lock()
 
     def __enter__(self) -> "RealCluster":
         from datapath.node import NodeDatapath
+        from datapath.socklb import NodeSocketLB
+        from harness.cleanup import CGROUP_PREFIX, CGROUP_ROOT
         from harness.topology import RealTopology
         try:
             self.topo = RealTopology(self.cluster).__enter__()
@@ -73,6 +83,17 @@ class RealCluster:
                 self.datapaths[node.name] = dp
                 dp.open()
                 dp.attach(self.topo.lxc_by_node(node.name))
+            if self.socket_lb:
+                self.cgroup_dir = CGROUP_ROOT / f"{CGROUP_PREFIX}{self.topo.run_id}"
+                self.cgroup_dir.mkdir()
+                for node in self.cluster.nodes:
+                    d = self.cgroup_dir / node.name
+                    d.mkdir()
+                    lb = NodeSocketLB()
+                    self.socklbs[node.name] = lb
+                    lb.open()
+                    lb.attach_cgroup(d)
+                    self.topo.set_node_cgroup(node.name, d)
             self.program(self.cluster)
         except BaseException:
             self.close()
@@ -90,9 +111,20 @@ class RealCluster:
             except Exception as exc:  # keep tearing down the rest
                 errors.append(f"{name}: {exc}")
         self.datapaths.clear()
+        for name, lb in list(self.socklbs.items()):
+            try:
+                lb.close()
+            except Exception as exc:
+                errors.append(f"{name} socket LB: {exc}")
+        self.socklbs.clear()
         if self.topo is not None:
             self.topo.close()
             self.topo = None
+        if self.cgroup_dir is not None:
+            from harness.cleanup import remove_cgroup_tree
+            if not remove_cgroup_tree(self.cgroup_dir):
+                errors.append(f"cgroup {self.cgroup_dir} still has processes")
+            self.cgroup_dir = None
         if errors:
             raise TwinError("teardown of the datapath failed on " + "; ".join(errors))
 
@@ -100,6 +132,10 @@ class RealCluster:
         """Reconcile every node's maps to ``cluster`` (add/update before delete)."""
         from datapath.errors import UnsupportedPolicyError
         from datapath.node import EndpointSpec
+        with self._lock:
+            return self._program(cluster, UnsupportedPolicyError, EndpointSpec)
+
+    def _program(self, cluster: Cluster, UnsupportedPolicyError, EndpointSpec) -> _Programmed:
         self.cluster = cluster
         view = ClusterView(cluster)
         table = view.engine.policy_table()
@@ -114,9 +150,31 @@ class RealCluster:
                 r_pol = dp.set_policy(table, endpoint_identities=[view.ids.pod_identity(p) for p in local])
             except UnsupportedPolicyError as exc:
                 raise TwinError(f"the real datapath cannot enforce this policy yet: {exc}") from exc
+            results = [r_ep, r_ip, r_pol]
+            if node.name in self.socklbs:
+                results.append(self._set_services(node.name, cluster, view))
             out.seconds[node.name] = round(time.perf_counter() - t0, 6)
-            out.changes[node.name] = {k: sum(getattr(r, k) for r in (r_ep, r_ip, r_pol)) for k in ("added", "updated", "deleted")}
+            out.changes[node.name] = {k: sum(getattr(r, k) for r in results) for k in ("added", "updated", "deleted")}
         return out
+
+    def _set_services(self, node: str, cluster: Cluster, view: ClusterView):
+        from twin.semantics.lb import lb_table
+        table = lb_table(cluster, self.states, view.allocation)
+        pods = [self.topo.netns_path(p.key) for p in cluster.pods if p.node == node]
+        return self.socklbs[node].set_services(table, terminate_udp_in=pods)
+
+    def set_endpoint_state(self, pod: str, state: str) -> dict[str, float]:
+        """The endpoint controller and agents: every node's LB maps follow the new state."""
+        with self._lock:
+            self.states[pod] = state
+            view = ClusterView(self.cluster)
+            secs = {}
+            for node in self.cluster.nodes:
+                if node.name in self.socklbs:
+                    t0 = time.perf_counter()
+                    self._set_services(node.name, self.cluster, view)
+                    secs[node.name] = round(time.perf_counter() - t0, 6)
+            return secs
 
     def drain_events(self) -> None:
         for dp in self.datapaths.values():
@@ -196,31 +254,66 @@ def run_real(inputs) -> dict:
     flows: list[FlowRecord] = []
     events: list[dict] = []
     wall0 = time.perf_counter()
+    from harness.services_real import RealPipeline, RealTraffic
+    needs_services = any(s.kind in ("requests", "loop", "hold", "kill", "restart", "syscalls") for s in scenario.steps)
+    kills: list[dict] = []
     with RealCluster(cluster) as rc:
         events.append({"t": 0.0, "event": "built", "seconds": round(time.perf_counter() - wall0, 3)})
         t0 = time.monotonic()
-        current = cluster
-        view = ClusterView(current)
-        for step in scenario.steps:
-            now = round(time.monotonic() - t0, 6)
-            events.append({"t": now, "event": "step", "step": step.index, "kind": step.kind})
-            if step.kind in ("apply", "delete"):
-                if step.kind == "apply":
-                    for pol in inputs.applies[step.index]:
-                        current = current.with_policy(pol)
-                else:
-                    _, ns, name = step.target.split("/")
-                    current = current.without_policy(f"{ns}/{name}")
-                prog = rc.program(current)
-                view = ClusterView(current)
-                for node, secs in prog.seconds.items():
-                    events.append({"t": round(time.monotonic() - t0, 6), "event": "maps-reconciled", "node": node,
-                                   "seconds": secs, **prog.changes[node]})
-            elif step.kind == "wait":
-                time.sleep(step.seconds)
-            elif step.kind == "probe":
-                for target in resolve_targets(view, step.probe):
-                    flows.append(observe_probe(rc, view, step.probe, target, step.index, t0,
-                                               scenario.settings.probe_timeout_s))
-    return {"flows": [f.as_dict() for f in flows], "events": events,
+        pipeline = RealPipeline(rc, t0, events) if needs_services else None
+        traffic = RealTraffic(rc, t0, scenario.settings)
+        try:
+            _run_steps(inputs, rc, traffic, flows, events, kills, t0)
+        finally:
+            traffic.close()
+            if pipeline:
+                pipeline.close()
+    events.sort(key=lambda e: e["t"])
+    return {"flows": [f.as_dict() for f in flows], "events": events, "traffic": traffic.rows,
+            "holds": traffic.hold_results, "syscalls": traffic.syscall_results, "kills": kills,
             "wall_seconds": round(time.perf_counter() - wall0, 3)}
+
+
+def _run_steps(inputs, rc: RealCluster, traffic, flows: list, events: list, kills: list, t0: float) -> None:
+    scenario, cluster = inputs.scenario, inputs.cluster
+    current = cluster
+    view = ClusterView(current)
+    for step in scenario.steps:
+        now = round(time.monotonic() - t0, 6)
+        events.append({"t": now, "event": "step", "step": step.index, "kind": step.kind})
+        if step.kind in ("apply", "delete"):
+            if step.kind == "apply":
+                for pol in inputs.applies[step.index]:
+                    current = current.with_policy(pol)
+            else:
+                _, ns, name = step.target.split("/")
+                current = current.without_policy(f"{ns}/{name}")
+            prog = rc.program(current)
+            view = ClusterView(current)
+            for node, secs in prog.seconds.items():
+                events.append({"t": round(time.monotonic() - t0, 6), "event": "maps-reconciled", "node": node,
+                               "seconds": secs, **prog.changes[node]})
+        elif step.kind == "wait":
+            time.sleep(step.seconds)
+        elif step.kind == "probe":
+            for target in resolve_targets(view, step.probe):
+                flows.append(observe_probe(rc, view, step.probe, target, step.index, t0,
+                                           scenario.settings.probe_timeout_s))
+        elif step.kind == "requests":
+            traffic.requests(step.traffic)
+        elif step.kind == "loop":
+            traffic.start_loop(step.traffic)
+        elif step.kind == "await":
+            traffic.await_loop(step.name)
+        elif step.kind == "hold":
+            traffic.hold(step.hold)
+        elif step.kind == "check":
+            traffic.check(step.name)
+        elif step.kind == "syscalls":
+            traffic.syscalls(step.traffic)
+        elif step.kind in ("kill", "restart"):
+            t = rc.topo.kill_server(step.pod) if step.kind == "kill" else rc.topo.start_server(step.pod)
+            kills.append({"t": round(t - t0, 6), "action": step.kind, "pod": step.pod})
+            events.append({"t": round(t - t0, 6), "event": step.kind, "pod": step.pod})
+    for name in list(traffic.loops):
+        traffic.await_loop(name)

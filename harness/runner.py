@@ -197,8 +197,6 @@ def diff_services(inputs: RunInputs, twin_obs: dict, twin: dict, real: dict, rea
         if not p:
             continue
         lo, hi = p["outage_s"]
-        kr["predicted_outage_s"] = kt["predicted_outage_s"] = [round(lo, 3), round(hi, 3)]
-        kr["tolerance_s"] = st.outage_tolerance_s
         for name, k in (("real", kr), ("twin", kt)):
             if not (lo - st.outage_tolerance_s <= k["outage_s"] <= hi + st.outage_tolerance_s):
                 out.append({"key": f"{k['loop']}/kill {k['pod']}", "field": "outage window",
@@ -253,8 +251,15 @@ def run_scenario(path: str, backend: str = "both", out: str | None = None, seed:
     for name in ran:
         services[name] = service_measurements(observations[name], inputs.scenario)
         observations[name]["measurements"] = services[name]
-    if "twin" in ran:
-        failures += check_service_expectations(inputs, services["twin"], observations["twin"], "twin")
+    loops = [s_.traffic for s_ in inputs.scenario.steps if s_.kind == "loop"]
+    preds = {p["pod"]: p for p in service_predictions(
+        inputs.cluster, [(s_.pod, loops[0] if loops else None) for s_ in inputs.scenario.steps if s_.kind == "kill"])}
+    for name in ran:
+        for k in services[name]["kills"]:
+            if k["pod"] in preds:
+                lo, hi = preds[k["pod"]]["outage_s"]
+                k["predicted_outage_s"], k["tolerance_s"] = [round(lo, 3), round(hi, 3)], inputs.scenario.settings.outage_tolerance_s
+        failures += check_service_expectations(inputs, services[name], observations[name], name)
     if len(ran) == 2:
         disagreements = diff_tables(observations["twin"]["flows"], observations["real"]["flows"], "key",
                                     DIFF_FIELDS, ("twin", "real"), _explain)

@@ -8,7 +8,7 @@ Run inside a pod's network namespace by :class:`harness.topology.RealTopology`::
 HTTP/1.1 with keep-alive (like traefik/whoami): every answer carries
 Content-Length; the connection stays open unless the client sends
 ``Connection: close`` or speaks HTTP/1.0.
-For app ``echo`` each UDP port echoes every datagram back unchanged.
+For app ``echo`` each UDP port answers every datagram with ``twin.model.apps.udp_reply``.
 Stdlib only; prints nothing but errors; exits on SIGTERM/SIGINT.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import socketserver
 import sys
 import threading
 
-from twin.model.apps import APPS, respond
+from twin.model.apps import APPS, respond, udp_reply
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE")
 
@@ -108,11 +108,11 @@ class _HTTPServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
         print(f"server: error with {client_address}: {exc!r}", file=sys.stderr, flush=True)
 
 
-def _udp_echo(sock: socket.socket) -> None:
+def _udp_echo(sock: socket.socket, hostname: str) -> None:
     while True:
         try:
             data, addr = sock.recvfrom(65535)
-            sock.sendto(data, addr)
+            sock.sendto(udp_reply(hostname, data), addr)
         except OSError as exc:
             print(f"server: udp echo: {exc!r}", file=sys.stderr, flush=True)
 
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             s.bind((args.bind, port))
-            threading.Thread(target=_udp_echo, args=(s,), name=f"udp{port}", daemon=True).start()
+            threading.Thread(target=_udp_echo, args=(s, args.hostname), name=f"udp{port}", daemon=True).start()
     except OSError as exc:
         print(f"server: cannot listen: {exc}", file=sys.stderr, flush=True)
         return 1

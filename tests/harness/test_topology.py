@@ -225,7 +225,7 @@ def test_deathstar_and_echo_apps_answer_in_their_pods():
         r = tools.http(topo, "default/tiefighter", str(ds[0].ip), 80, "PUT", "/v1/exhaust-port")
         assert r["status"] == 503 and r["body"].startswith("Panic: deathstar exploded")
         r = tools.udp_echo(topo, "default/tiefighter", str(xwing.ip), 5353, 1.0, payload="hello")
-        assert (r["outcome"], r["body"]) == ("answered", "hello"), r
+        assert (r["outcome"], r["body"]) == ("answered", "hello|xwing"), r
         r = tools.http(topo, "default/tiefighter", str(xwing.ip), 8080)
         assert r["body"] == f"echo xwing GET /\n"
 

@@ -107,5 +107,11 @@ def respond(app: str, hostname: str, method: str, path: str, headers: dict, loca
     raise ValueError(f"app {app!r} serves no HTTP")
 
 
+def udp_reply(hostname: str, payload: bytes) -> bytes:
+    """The echo app's answer to a datagram: the payload, then ``|`` and its hostname
+    (so a client behind socket LB can tell which backend answered)."""
+    return payload + b"|" + hostname.encode()
+
+
 #: Body of Cilium's proxy answer to an HTTP request an L7 rule denies.
 L7_DENIED_BODY = "Access denied\n"

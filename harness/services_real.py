@@ -1,0 +1,234 @@
+"""Services on the real side: the endpoint pipeline (kubelet-style readiness
+probers on each backend's node → endpoint states → every node agent's LB
+maps), and the traffic steps (requests, loop, hold/check, kill/restart,
+syscalls) run with real processes inside the pods.
+
+Stage events are logged with CLOCK_MONOTONIC relative to the scenario start,
+the same clock the in-pod clients print, so the outage window is measured
+from the kill to the last failed request without clock skew.
+"""
+from __future__ import annotations
+
+import json
+import queue
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+from harness.topology import REPO_ROOT
+from twin.model.scenario import Hold, Traffic
+from twin.semantics.endpoints import probe_port, readiness_probe
+from twin.semantics.lb import lb_table
+
+
+class RealPipeline:
+    """One prober thread per backend pod; changes go through ``rc.set_endpoint_state``."""
+
+    def __init__(self, rc, t0: float, log: list, seed: int = 1):
+        self.rc, self.t0, self.log = rc, t0, log
+        self.stop = threading.Event()
+        self.threads = []
+        rng = random.Random(seed)
+        backends = sorted({b.pod for fe in lb_table(rc.cluster).services for b in fe.backends})
+        for key in backends:
+            pod = rc.cluster.pod(key)
+            spec = readiness_probe(pod)
+            if spec is None:
+                continue
+            th = threading.Thread(target=self._run, args=(pod, spec, rng.uniform(0, spec.period_s)),
+                                  name=f"prober-{key}", daemon=True)
+            self.threads.append(th)
+            th.start()
+
+    def _event(self, event: str, **kw) -> None:
+        self.log.append({"t": round(time.monotonic() - self.t0, 6), "event": event, **kw})
+
+    def _probe_once(self, pod, spec) -> bool:
+        from datapath.attach import entered_netns
+        with entered_netns(self.rc.topo.node_netns(pod.node)):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(spec.timeout_s)
+        try:
+            s.connect((str(pod.ip), probe_port(pod, spec)))
+            if spec.kind == "httpGet":
+                s.sendall(f"GET {spec.path} HTTP/1.1\r\nHost: {pod.ip}\r\nConnection: close\r\n\r\n".encode())
+                head = s.recv(64)
+                parts = head.split()
+                return len(parts) > 1 and parts[1].isdigit() and 200 <= int(parts[1]) < 400
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def _run(self, pod, spec, phase: float) -> None:
+        ready, fails, succ = True, 0, 0
+        if self.stop.wait(spec.initial_delay_s + phase):
+            return
+        nxt = time.monotonic()
+        while not self.stop.is_set():
+            ok = self._probe_once(pod, spec)
+            if ok:
+                succ, fails = succ + 1, 0
+                if not ready and succ >= spec.success_threshold:
+                    ready = True
+                    self._change(pod.key, "ready")
+            else:
+                fails, succ = fails + 1, 0
+                self._event("probe-failed", pod=pod.key, consecutive=fails)
+                if ready and fails >= spec.failure_threshold:
+                    ready = False
+                    self._change(pod.key, "not-ready")
+            nxt += spec.period_s
+            self.stop.wait(max(0.0, nxt - time.monotonic()))
+
+    def _change(self, pod: str, state: str) -> None:
+        self._event("pod-" + state, pod=pod)
+        self._event("status-updated", pod=pod, state=state)  # in-process kubelet → API: no network hop here
+        for node, secs in self.rc.set_endpoint_state(pod, state).items():
+            self._event("agent-lb-updated", node=node, pod=pod, state=state, seconds=secs)
+
+    def close(self) -> None:
+        self.stop.set()
+        for th in self.threads:
+            th.join(timeout=5)
+
+
+def _client_argv(mode: str, ip: str, t: Traffic | Hold, timeout: float) -> list[str]:
+    argv = [sys.executable, "-m", "harness.apps.client", mode, "--to", ip, "--port", str(t.port), "--timeout", str(timeout)]
+    if isinstance(t, Hold):
+        return argv + ["--backend", t.backend.split("/")[-1]]
+    argv += ["--kind", t.kind, "--interval", str(t.interval_s), "--path", t.path]
+    return argv + (["--duration", str(t.duration_s)] if mode == "loop" else ["--count", str(t.count)])
+
+
+class RealTraffic:
+    def __init__(self, rc, t0: float, settings):
+        self.rc, self.t0, self.settings = rc, t0, settings
+        self.rows: list[dict] = []
+        self.loops: dict[str, tuple[subprocess.Popen, Traffic]] = {}
+        self.holds: dict[str, tuple[subprocess.Popen, Hold, queue.Queue]] = {}
+        self.hold_results: list[dict] = []
+        self.syscall_results: list[dict] = []
+
+    def _service(self, dst: str):
+        key = dst[4:] if "/" in dst[4:] else f"default/{dst[4:]}"
+        return self.rc.cluster.service(key)
+
+    def _collect(self, t: Traffic, out: str) -> None:
+        svc = self._service(t.dst)
+        for line in out.splitlines():
+            try:
+                r = json.loads(line)
+            except ValueError:
+                continue
+            self.rows.append({"name": t.name, "i": r["i"], "t": round(r["t"] - self.t0, 6), "service": svc.key,
+                              "frontend": f"{svc.cluster_ip}:{t.port}",
+                              "backend": f"{svc.namespace}/{r['backend']}" if r.get("backend") else None,
+                              "outcome": r["outcome"], "status": r.get("status")})
+
+    def _popen(self, pod: str, argv: list[str], **kw) -> subprocess.Popen:
+        return self.rc.topo.popen(pod, argv, text=True, cwd=str(REPO_ROOT), **kw)
+
+    def requests(self, t: Traffic) -> None:
+        svc = self._service(t.dst)
+        proc = self._popen(t.src, _client_argv("requests", str(svc.cluster_ip), t, self.settings.request_timeout_s))
+        out, err = proc.communicate(timeout=t.count * (t.interval_s + self.settings.request_timeout_s) + 30)
+        if proc.returncode != 0:
+            raise RuntimeError(f"client for {t.name} failed: {err.strip()[:500]}")
+        self._collect(t, out)
+
+    def start_loop(self, t: Traffic) -> None:
+        svc = self._service(t.dst)
+        self.loops[t.name] = (self._popen(t.src, _client_argv("loop", str(svc.cluster_ip), t, self.settings.request_timeout_s)), t)
+
+    def await_loop(self, name: str) -> None:
+        proc, t = self.loops.pop(name)
+        out, err = proc.communicate(timeout=t.duration_s + 60)
+        if proc.returncode != 0:
+            raise RuntimeError(f"client loop {name} failed: {err.strip()[:500]}")
+        self._collect(t, out)
+
+    def hold(self, h: Hold) -> None:
+        svc = self._service(h.dst)
+        proc = self._popen(h.src, _client_argv("hold", str(svc.cluster_ip), h, self.settings.request_timeout_s),
+                           stdin=subprocess.PIPE)
+        q: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [q.put(line) for line in proc.stdout], daemon=True).start()
+        first = json.loads(q.get(timeout=60))
+        self.holds[h.name] = (proc, h, q)
+        if first.get("event") != "held":
+            self.hold_results.append({"hold": h.name, "backend": None, "state": "closed", "t": 0.0,
+                                      "why": f"no connection landed on {h.backend} in {first.get('attempts')} tries"})
+
+    def check(self, name: str) -> None:
+        proc, h, q = self.holds[name]
+        if proc.poll() is not None:
+            self.hold_results.append({"hold": name, "backend": h.backend, "state": "closed",
+                                      "t": round(time.monotonic() - self.t0, 6)})
+            return
+        proc.stdin.write("check\n")
+        proc.stdin.flush()
+        r = json.loads(q.get(timeout=10))
+        self.hold_results.append({"hold": name, "backend": h.backend, "state": r["state"],
+                                  "t": round(r["t"] - self.t0, 6)})
+
+    def syscalls(self, t: Traffic) -> None:
+        """strace curl (connect, getsockname) and a client's getpeername; tcpdump inside the pod."""
+        svc = self._service(t.dst)
+        vip, port = str(svc.cluster_ip), t.port
+        src = self.rc.cluster.pod(t.src)
+        cap = self._popen(t.src, ["tcpdump", "-i", "any", "-nn", "-l", "-q", "ip"],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x) for x in cap.stderr], daemon=True).start()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                if "listening on" in lines.get(timeout=0.2):
+                    break
+            except queue.Empty:
+                continue
+        curl = self.rc.topo.exec(t.src, ["strace", "-f", "-e", "trace=connect,getsockname,getpeername",
+                                         "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", f"http://{vip}:{port}/"], timeout=20)
+        peer = self.rc.topo.exec(t.src, ["strace", "-f", "-e", "trace=connect,getpeername", sys.executable, "-c",
+                                         f"import socket; s = socket.create_connection(({vip!r}, {port}), 2); s.getpeername(); s.close()"],
+                                 timeout=20)
+        time.sleep(0.3)
+        cap.send_signal(signal.SIGINT)
+        try:
+            out, _ = cap.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            cap.kill()
+            out, _ = cap.communicate()
+        ips = set()
+        for a, b in re.findall(r"IP (\d+\.\d+\.\d+\.\d+)(?:\.\d+)? > (\d+\.\d+\.\d+\.\d+)(?:\.\d+)?:", out):
+            ips |= {a, b}
+
+        def calls(text: str, name: str) -> list[str]:
+            return [f"{ip}:{p}" for p, ip in re.findall(
+                name + r"\(\d+, \{sa_family=AF_INET, sin_port=htons\((\d+)\), sin_addr=inet_addr\(\"([\d.]+)\"\)", text)]
+
+        connects = calls(curl.stderr, "connect")
+        names = calls(curl.stderr, "getsockname")
+        peers = calls(peer.stderr, "getpeername")
+        self.syscall_results.append({
+            "name": t.name, "connect": connects[0] if connects else None,
+            "getsockname_ip": names[0].split(":")[0] if names else None,
+            "getpeername": peers[0] if peers else None,
+            "capture_ips": sorted(ips), "capture_has_frontend": vip in ips,
+            "outcome": "answered" if curl.stdout.strip() == "200" else f"curl {curl.stdout.strip() or curl.returncode}",
+            "evidence": [ln for ln in (curl.stderr + peer.stderr).splitlines()
+                         if ln.startswith(("connect(", "getsockname(", "getpeername(", "[pid")) and "AF_INET" in ln][:8],
+        })
+
+    def close(self) -> None:
+        for proc, *_ in list(self.loops.values()) + list(self.holds.values()):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=5)
