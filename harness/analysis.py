@@ -64,7 +64,9 @@ def chi2_test(counts: dict[str, int], expected_shares: dict[str, float]) -> dict
 
 
 def backend_counts(rows: list[dict], name: str) -> Counter:
-    return Counter(r["backend"] for r in rows if r["name"] == name and r["outcome"] == "answered")
+    """Answers per backend; answers that do not name their backend (e.g. the deathstar
+    API's POST replies) are counted under ``"?"``."""
+    return Counter(r["backend"] or "?" for r in rows if r["name"] == name and r["outcome"] == "answered")
 
 
 def outcomes(rows: list[dict], name: str) -> Counter:

@@ -103,7 +103,7 @@ def _client_argv(mode: str, ip: str, t: Traffic | Hold, timeout: float) -> list[
     argv = [sys.executable, "-m", "harness.apps.client", mode, "--to", ip, "--port", str(t.port), "--timeout", str(timeout)]
     if isinstance(t, Hold):
         return argv + ["--backend", t.backend.split("/")[-1]]
-    argv += ["--kind", t.kind, "--interval", str(t.interval_s), "--path", t.path]
+    argv += ["--kind", t.kind, "--interval", str(t.interval_s), "--path", t.path, "--method", t.method]
     return argv + (["--duration", str(t.duration_s)] if mode == "loop" else ["--count", str(t.count)])
 
 

@@ -23,7 +23,8 @@ def render(result: dict) -> str:
         for req, r in (m.get("requests") or {}).items():
             shares = ", ".join(f"{k.split('/')[-1]} {v}" for k, v in sorted(r.get("backends", {}).items()))
             bad = {k: v for k, v in r.get("outcomes", {}).items() if k != "answered"}
-            chi = f"; chi-square p={r['chi2']['p_value']}" if r.get("chi2") else ""
+            chi = (f"; chi-square p={r['chi2']['p_value']}" if "p_value" in r["chi2"] else f"; chi-square skipped: {r['chi2']['skipped']}") \
+                if r.get("chi2") else ""
             lines.append(f"  {name}: {req}: answered by {shares or 'nobody'}" + (f"; failed {bad}" if bad else "") + chi)
         for k in m.get("kills") or []:
             pred = f" (predicted {k['predicted_outage_s'][0]}–{k['predicted_outage_s'][1]} s ±{k.get('tolerance_s')})" \

@@ -58,12 +58,13 @@ def _read_response(s: socket.socket) -> tuple[int | None, bytes]:
     return status, body
 
 
-def http_once(ip: str, port: int, path: str, timeout: float) -> dict:
+def http_once(ip: str, port: int, path: str, timeout: float, method: str = "GET") -> dict:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
         s.connect((ip, port))
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: {ip}\r\nUser-Agent: twin-client\r\nConnection: close\r\n\r\n".encode())
+        s.sendall(f"{method} {path} HTTP/1.1\r\nHost: {ip}\r\nUser-Agent: twin-client\r\nContent-Length: 0\r\n"
+                  f"Connection: close\r\n\r\n".encode())
         status, body = _read_response(s)
         return {"outcome": "answered" if status else "error:no-status", "status": status,
                 "backend": _hostname_of_http(body)}
@@ -94,7 +95,7 @@ def run_requests(args) -> None:
     while (end is None and i < args.count) or (end is not None and time.monotonic() < end):
         t = time.monotonic()
         r = udp_once(args.to, args.port, args.timeout, i) if args.kind == "udp" else \
-            http_once(args.to, args.port, args.path, args.timeout)
+            http_once(args.to, args.port, args.path, args.timeout, args.method)
         print(json.dumps({"i": i, "t": t, **r}), flush=True)
         i += 1
         left = args.interval - (time.monotonic() - t)
@@ -145,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=0.0)
     ap.add_argument("--timeout", type=float, default=1.0)
     ap.add_argument("--path", default="/")
+    ap.add_argument("--method", default="GET")
     ap.add_argument("--backend", default="")
     ap.add_argument("--tries", type=int, default=50)
     args = ap.parse_args(argv)

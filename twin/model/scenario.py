@@ -43,7 +43,7 @@ PROBE_SCHEMA = {
     "count": "int",
 }
 TRAFFIC_SCHEMA = {"name": "str", "from": "str", "to": "str", "port": "int", "kind": "str",
-                  "count": "int", "interval": "str", "duration": "str", "path": "str"}
+                  "count": "int", "interval": "str", "duration": "str", "path": "str", "method": "str"}
 HOLD_SCHEMA = {"name": "str", "from": "str", "to": "str", "port": "int", "backend": "str"}
 SCENARIO_SCHEMA = {
     "scenario": "str", "description": "str", "manifests": ["str"], "values": "str",
@@ -76,6 +76,7 @@ class Traffic:
     duration_s: float = 0.0
     path: str = "/"
     background: bool = False
+    method: str = "GET"
 
 
 @dataclass(frozen=True)
@@ -243,7 +244,8 @@ def parse_scenario(src: Source) -> Scenario:
             src_ = str(t.get("from", ""))
             steps.append(Step(i, kind, traffic=Traffic(
                 str(t.get("name")), src_ if "/" in src_ else f"default/{src_}", str(t.get("to")), t.get("port", 80),
-                t.get("kind", "http"), t.get("count", 0), interval, duration, t.get("path", "/"), kind == "loop"), line=line))
+                t.get("kind", "http"), t.get("count", 0), interval, duration, t.get("path", "/"), kind == "loop",
+                t.get("method", "GET")), line=line))
         elif kind == "hold":
             h = raw["hold"]
             for req in ("name", "from", "to", "backend"):

@@ -101,7 +101,7 @@ class ServiceTraffic:
             return rec
         rec["backend"] = be.pod
         dst_pod = sim.api.cluster.pod(be.pod)
-        probe = Probe(t.name, t.src, be.pod, "http" if t.kind == "http" else "udp", be.port, "GET", t.path)
+        probe = Probe(t.name, t.src, be.pod, "http" if t.kind == "http" else "udp", be.port, t.method, t.path)
         pred = predict(agent.view, probe, ProbeTarget(be.pod, be.ip, dst_pod, be.port, svc.key), sim.agents[dst_pod.node].view)
         if pred.verdict != "FORWARDED":
             rec["outcome"] = "timeout"
