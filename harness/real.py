@@ -234,6 +234,14 @@ def observe_probe(rc: RealCluster, view: ClusterView, probe: Probe, target: Prob
     direction = drops[0][1].direction.name.lower() if drops and verdict == "DROPPED" else None
     first = mine[0][1] if mine else None
     body = res.get("body")
+    texts = view.engine.rule_texts()
+
+    def why(e) -> str:
+        if e.rule_ref == 0:  # the map's allow-all (unenforced) entry, or a miss (default deny)
+            return "direction not enforced (default allow)" if e.verdict.value == "FORWARDED" else "default deny"
+        return texts[e.rule_ref] if e.rule_ref < len(texts) else f"rule {e.rule_ref}"
+    explanation = "; ".join(f"bpf@{n} {e.direction.name.lower()}: {e.verdict.value} [{why(e)}]" for n, e in mine) \
+        or "no BPF flow event"
     return FlowRecord(
         probe=probe.name, step=step, time=round(start, 6), src=probe.src, dst=target.dst, dst_ip=str(target.dst_ip),
         protocol=probe.protocol, port=target.port, verdict=verdict, drop_reason=reason_text,
@@ -243,7 +251,7 @@ def observe_probe(rc: RealCluster, view: ClusterView, probe: Probe, target: Prob
         src_identity=first.ep_identity if first and first.direction == Direction.EGRESS else view.ids.pod_identity(src),
         dst_identity=(first.peer_identity if first and first.direction == Direction.EGRESS
                       else view.ids.identity_of_ip(target.dst_ip, src.node)),
-        node=node, direction=direction, explanation="", service=target.service,
+        node=node, direction=direction, explanation=explanation, service=target.service,
         latency_s=round(res.get("seconds", 0.0), 6), evidence=tuple(evidence),
     )
 
