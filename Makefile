@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export BCC_KERNEL_SOURCE ?= $(CURDIR)/.build/kernel-headers
 
-.PHONY: setup demo test test-pure lint-imports clean-kernel
+.PHONY: setup demo test test-pure lint-imports clean-kernel bench
 
 setup:
 	@bash scripts/setup.sh
@@ -21,3 +21,8 @@ test-pure: setup
 
 clean-kernel: setup
 	$(VENV)/bin/twin cleanup
+
+# Socket LB vs kube-proxy (iptables, nftables) benchmark, root only; about 2-3 minutes.
+# Results: bench/results/latest.json and latest.md.  BENCH_ARGS=--quick for a small run.
+bench: setup
+	$(PY) -m bench.run $(BENCH_ARGS)
