@@ -207,21 +207,7 @@ def _expand_deployment(ctx: _Ctx, ns: str, meta: dict, spec: dict, pending: _Pen
 
 def selector_matches(sel: LabelSelector, labels: tuple) -> bool:
     """Kubernetes label-selector semantics over plain labels."""
-    lab = dict(labels)
-    for k, v in sel.match_labels:
-        if lab.get(k) != v:
-            return False
-    for r in sel.match_expressions:
-        present = r.key in lab
-        if r.operator == "In" and (not present or lab[r.key] not in r.values):
-            return False
-        if r.operator == "NotIn" and present and lab[r.key] in r.values:
-            return False
-        if r.operator == "Exists" and not present:
-            return False
-        if r.operator == "DoesNotExist" and present:
-            return False
-    return True
+    return sel.matches(dict(labels))
 
 
 # ---------------------------------------------------------------- nodes

@@ -39,6 +39,25 @@ class LabelSelector:
     def keys(self) -> set[str]:
         return {k for k, _ in self.match_labels} | {r.key for r in self.match_expressions}
 
+    def matches(self, labels: dict, key=lambda k: k) -> bool:
+        """Kubernetes label-selector semantics; ``key`` normalizes selector keys
+        (Cilium strips ``k8s:``/``any:`` sources)."""
+        for k, v in self.match_labels:
+            if labels.get(key(k)) != v:
+                return False
+        for r in self.match_expressions:
+            k = key(r.key)
+            present = k in labels
+            if r.operator == "In" and (not present or labels[k] not in r.values):
+                return False
+            if r.operator == "NotIn" and present and labels[k] in r.values:
+                return False
+            if r.operator == "Exists" and not present:
+                return False
+            if r.operator == "DoesNotExist" and present:
+                return False
+        return True
+
 
 @dataclass(frozen=True)
 class ContainerPort:

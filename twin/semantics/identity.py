@@ -53,21 +53,7 @@ def normalize_key(key: str) -> str:
 
 def selector_matches_labels(sel: LabelSelector, labels: dict) -> bool:
     """Match a Cilium endpoint selector (keys may carry a ``k8s:``/``any:`` source)."""
-    for k, v in sel.match_labels:
-        if labels.get(normalize_key(k)) != v:
-            return False
-    for r in sel.match_expressions:
-        key = normalize_key(r.key)
-        present = key in labels
-        if r.operator == "In" and (not present or labels[key] not in r.values):
-            return False
-        if r.operator == "NotIn" and present and labels[key] in r.values:
-            return False
-        if r.operator == "Exists" and not present:
-            return False
-        if r.operator == "DoesNotExist" and present:
-            return False
-    return True
+    return sel.matches(labels, normalize_key)
 
 
 def selector_names_namespace(sel: LabelSelector) -> bool:
