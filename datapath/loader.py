@@ -126,7 +126,40 @@ def _import_bcc() -> Any:
     return bcc
 
 
-class NodeProgram:
+class _BpfObject:
+    """A compiled bcc object: its maps by name, and an idempotent close."""
+
+    _bpf: Any
+    _closed: bool
+
+    @property
+    def bpf(self) -> Any:
+        """The underlying ``bcc.BPF`` object."""
+        return self._bpf
+
+    def table(self, name: str) -> Any:
+        """The bcc table named ``name``."""
+        return self._bpf[name.encode()]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Free programs and maps (idempotent); detach them from hooks first."""
+        if self._closed:
+            return
+        self._closed = True
+        self._bpf.cleanup()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class NodeProgram(_BpfObject):
     """One compiled bpf_lxc object: its two tc programs and its maps."""
 
     def __init__(self, extra_cflags: Sequence[str] = ()) -> None:
@@ -145,34 +178,9 @@ class NodeProgram:
             ) from exc
         self._closed = False
 
-    @property
-    def bpf(self) -> Any:
-        """The underlying ``bcc.BPF`` object."""
-        return self._bpf
-
-    def table(self, name: str) -> Any:
-        """The bcc table named ``name`` (endpoints, ipcache, policy, conntrack, events)."""
-        return self._bpf[name.encode()]
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        """Free programs and maps (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._bpf.cleanup()
-
-    def __enter__(self) -> "NodeProgram":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
-class SockProgram:
+class SockProgram(_BpfObject):
     """One compiled bpf_sock object: the four cgroup programs and the LB maps.
 
     Each program is loaded with its expected attach type (the kernel needs it
@@ -206,27 +214,3 @@ class SockProgram:
             ) from exc
         self._closed = False
 
-    @property
-    def bpf(self) -> Any:
-        return self._bpf
-
-    def table(self, name: str) -> Any:
-        """The bcc table ``name`` (lb4_services, lb4_backends, lb4_reverse_nat, lb4_sock_revnat)."""
-        return self._bpf[name.encode()]
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def close(self) -> None:
-        """Free programs and maps (idempotent). Detach them from cgroups first."""
-        if self._closed:
-            return
-        self._closed = True
-        self._bpf.cleanup()
-
-    def __enter__(self) -> "SockProgram":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
