@@ -160,7 +160,8 @@ class RealCluster:
     def _set_services(self, node: str, cluster: Cluster, view: ClusterView):
         from twin.semantics.lb import lb_table
         table = lb_table(cluster, self.states, view.allocation)
-        pods = [self.topo.netns_path(p.key) for p in cluster.pods if p.node == node]
+        pods = [self.topo.netns_path(p.key) for p in cluster.pods if p.node == node] \
+            if cluster.values.terminate_pod_connections else []
         return self.socklbs[node].set_services(table, terminate_udp_in=pods)
 
     def set_endpoint_state(self, pod: str, state: str) -> dict[str, float]:

@@ -313,5 +313,6 @@ def demo(out: str) -> int:
         print(render(result))
         print()
         code = max(code, 0 if result["ok"] else 1)
-    print(f"demo: {'backends agree and expectations hold' if code == 0 else 'FAILED (see above)'}; results in {out}/")
+    what = "expectations hold on the twin (real side skipped)" if reason else "backends agree and expectations hold"
+    print(f"demo: {what if code == 0 else 'FAILED (see above)'}; results in {out}/")
     return code

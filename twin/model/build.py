@@ -739,6 +739,7 @@ def build_values(doc: Document | None, findings: list) -> Values:
         external_ips=bool((data.get("externalIPs") or {}).get("enabled", False)),
         l2=L2Settings(bool(l2.get("enabled", False)), **timings),
         socket_lb=bool((data.get("socketLB") or {}).get("enabled", kpr_on)),
+        terminate_pod_connections=bool((data.get("socketLB") or {}).get("terminatePodConnections", True)),
         allow_localhost=str(data.get("allowLocalhost", "auto")),
     )
 

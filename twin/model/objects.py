@@ -263,6 +263,8 @@ class Values:
     external_ips: bool = False
     l2: L2Settings = L2Settings()
     socket_lb: bool = True
+    #: destroy connected UDP sockets to removed backends (socketLB.terminatePodConnections)
+    terminate_pod_connections: bool = True
     allow_localhost: str = "auto"
 
 
