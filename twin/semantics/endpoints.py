@@ -25,6 +25,7 @@ by default).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from twin.model import apps
@@ -87,15 +88,36 @@ def readmit_interval(spec: ProbeSpec, timing: PipelineTiming = PipelineTiming())
     return ((s - 1) * spec.period_s + lo_after, s * spec.period_s + timing.refused_probe_s[1] + hi_after)
 
 
-def outage_interval(spec: ProbeSpec, request_interval_s: float, timing: PipelineTiming = PipelineTiming()) -> tuple[float, float]:
-    """Where the client's last failed request (after the kill) may fall.
+#: The chance the twin accepts that a random backend choice alone puts an
+#: observation outside its predicted interval.
+MISS_PROBABILITY = 1e-3
 
-    The last request that can still pick the dead backend leaves at most one
-    request interval before the client's node removed it, and at the earliest
-    right at the kill.  So the window (kill → last failure) lies in
-    [0, removal_hi]; with requests every ``request_interval_s`` and a share of
-    1/n per request it is very likely near the removal time, so the twin
-    predicts [removal_lo − interval, removal_hi].
+
+def requests_to_miss(share: float, miss: float = MISS_PROBABILITY) -> int:
+    """How many consecutive requests may all avoid a backend with this share,
+    before that run of luck is rarer than ``miss``."""
+    if share >= 1.0:
+        return 1
+    return max(1, math.ceil(math.log(miss) / math.log(1.0 - share)))
+
+
+def outage_interval(spec: ProbeSpec, request_interval_s: float, share: float = 0.5,
+                    timing: PipelineTiming = PipelineTiming()) -> tuple[float, float]:
+    """Where the client's last failed request (kill → last failure) falls.
+
+    It cannot be later than the removal on the client's node.  It is earlier
+    when the last requests before the removal happened to pick live backends:
+    each picks the dead one with probability ``share`` (1/n of the active
+    backends), so with probability ≥ 1 − MISS_PROBABILITY the last failure is
+    within ``requests_to_miss(share)`` request intervals of the removal.
     """
     lo, hi = removal_interval(spec, timing)
-    return (max(0.0, lo - request_interval_s), hi)
+    return (max(0.0, lo - requests_to_miss(share) * request_interval_s), hi)
+
+
+def readmit_window(spec: ProbeSpec, request_interval_s: float, share: float = 0.5,
+                   timing: PipelineTiming = PipelineTiming()) -> tuple[float, float]:
+    """Restart → first answer from the restarted backend, for a client looping
+    every ``request_interval_s`` (same miss probability as the outage)."""
+    lo, hi = readmit_interval(spec, timing)
+    return (lo, hi + requests_to_miss(share) * request_interval_s)

@@ -16,7 +16,8 @@ import simpy
 from twin.model.enums import Protocol
 from twin.model.objects import Pod
 from twin.model.scenario import Hold, Traffic
-from twin.semantics.endpoints import PipelineTiming, outage_interval, probe_port, readiness_probe, removal_interval, readmit_interval
+from twin.semantics.endpoints import (PipelineTiming, outage_interval, probe_port, readiness_probe, readmit_window,
+                                      removal_interval)
 from twin.semantics.lb import NO_BACKEND_ERRNO, choose, frontend
 from twin.semantics.probe import ProbeTarget, predict
 from twin.model.scenario import Probe
@@ -166,15 +167,22 @@ class ServiceTraffic:
 
 
 def predictions(cluster, kills) -> list[dict]:
-    """Analytical intervals the real run is checked against (outage and readmission)."""
+    """Analytical intervals the runs are checked against (outage and readmission).
+
+    ``kills`` lists (pod key, the loop running during the kill or None).  The
+    killed pod's share is 1/n of the loop frontend's active backends.
+    """
+    from twin.semantics.lb import lb_table
+    table = lb_table(cluster)
     out = []
     for pod_key, loop in kills:
         pod = cluster.pod(pod_key)
         spec = readiness_probe(pod)
         interval = loop.interval_s if loop else 0.1
-        out.append({"pod": pod_key, "loop": loop.name if loop else None,
-                    "removal_s": removal_interval(spec), "readmit_s": readmit_interval(spec),
-                    "outage_s": outage_interval(spec, interval),
+        n = max((len(fe.active) for fe in table.services if any(b.pod == pod_key for b in fe.active)), default=1)
+        out.append({"pod": pod_key, "loop": loop.name if loop else None, "share": round(1 / n, 4),
+                    "removal_s": removal_interval(spec), "readmit_s": readmit_window(spec, interval, 1 / n),
+                    "outage_s": outage_interval(spec, interval, 1 / n),
                     "probe": {"kind": spec.kind, "period_s": spec.period_s, "failure_threshold": spec.failure_threshold,
                               "success_threshold": spec.success_threshold}})
     return out
