@@ -50,6 +50,6 @@ def render(result: dict) -> str:
             vals = ", ".join(f"{n}={d[n]!r}" for n in names)
             lines.append(f"    {d['key']} {d['field']}: {vals}" + (f" — {d['why']}" if d.get("why") else ""))
     elif len([o for o in result["observations"].values() if not o.get("skipped")]) > 1:
-        lines.append("  AGREE: every flow record matches between the backends")
+        lines.append("  AGREE: no disagreement between the backends (flow records and service observations)")
     lines.append(f"  result: {'ok' if result['ok'] else 'FAILED'}")
     return "\n".join(lines)
