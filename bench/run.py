@@ -407,6 +407,7 @@ class Bench:
                 times.append(time.perf_counter() - t0)
             finally:
                 gc.enable()
+            lb.resync()  # the writes above went around the agent's cached view of its maps
             left = lb.set_services(kp.lb_table(svcs))
             if left.changed:
                 raise RuntimeError(f"direct map writes differ from the project's reconcile: {left}")

@@ -91,6 +91,36 @@ class FakeMap(Generic[K, V]):
         self.data.pop(key, None)
 
 
+class CachedMap(Generic[K, V]):
+    """Write-through cache of a map this process alone writes (the agent's view).
+
+    ``items()`` answers from memory instead of dumping the kernel map, which is
+    what dominates a reconcile of tens of thousands of entries; every write
+    goes to the backing map first and is cached only if it succeeded.
+    :meth:`resync` reloads from the backing map (after a restart, or to catch
+    drift)."""
+
+    def __init__(self, backing: MapBackend[K, V]) -> None:
+        self.backing = backing
+        self.name = backing.name
+        self._data: dict[K, V] = {}
+        self.resync()
+
+    def resync(self) -> None:
+        self._data = dict(self.backing.items())
+
+    def items(self) -> list[tuple[K, V]]:
+        return list(self._data.items())
+
+    def update(self, key: K, value: V) -> None:
+        self.backing.update(key, value)
+        self._data[key] = value
+
+    def delete(self, key: K) -> None:
+        self.backing.delete(key)
+        self._data.pop(key, None)
+
+
 @dataclass(frozen=True)
 class ReconcileResult:
     """How many keys reconcile added, updated, deleted and left alone."""

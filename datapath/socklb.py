@@ -36,7 +36,7 @@ from datapath.maps.lb_backends import BackendValue
 from datapath.maps.lb_revnat import RevNatValue
 from datapath.maps.lb_services import ServiceKey, ServiceValue
 from datapath.maps.sock_revnat import SockRevNatKey, SockRevNatValue
-from datapath.reconcile import BccMap, ReconcileResult, reconcile, reconcile_lb
+from datapath.reconcile import BccMap, CachedMap, ReconcileResult, reconcile, reconcile_lb
 from datapath.sockdiag import destroy_udp_sockets_to
 
 __all__ = ["NodeSocketLB", "LBEntries"]
@@ -60,6 +60,7 @@ class NodeSocketLB:
         self._attacher = CgroupAttacher()
         self._attachments: dict[Path, CgroupAttachment] = {}
         self._ids = LBIds()
+        self._cached: dict[str, CachedMap] = {}
         self._closed = False
 
     # -- lifecycle -----------------------------------------------------------
@@ -145,11 +146,9 @@ class NodeSocketLB:
         destroyed afterwards (Cilium's socket termination).
         """
         desired = compile_lb(table, self._ids)
-        before = dict(self._map(lb_backends.CODEC).items())
-        result = reconcile_lb(
-            desired.services, desired.backends, desired.revnat,
-            self._map(lb_services.CODEC), self._map(lb_backends.CODEC), self._map(lb_revnat.CODEC),
-        )
+        svc_map, be_map, rn_map = (self._cached_map(c) for c in (lb_services.CODEC, lb_backends.CODEC, lb_revnat.CODEC))
+        before = dict(be_map.items())
+        result = reconcile_lb(desired.services, desired.backends, desired.revnat, svc_map, be_map, rn_map)
         self._ids = desired.ids
         gone = {(b.ip, b.port) for b in before.values() if b.protocol == Protocol.UDP} - {
             (b.ip, b.port) for b in desired.backends.values() if b.protocol == Protocol.UDP
@@ -158,6 +157,18 @@ class NodeSocketLB:
             for ip, port in sorted(gone):
                 destroy_udp_sockets_to(netns, ip, port)
         return result
+
+    def _cached_map(self, codec: object) -> CachedMap:
+        """This node's LB maps as the agent last wrote them (loaded from the kernel once)."""
+        name = codec.map_name  # type: ignore[attr-defined]
+        if name not in self._cached:
+            self._cached[name] = CachedMap(self._map(codec))
+        return self._cached[name]
+
+    def resync(self) -> None:
+        """Reload the cached view of the LB maps from the kernel."""
+        for m in self._cached.values():
+            m.resync()
 
     @property
     def ids(self) -> LBIds:

@@ -36,3 +36,20 @@ def test_reconcile_reaches_desired_state_from_any_start(current, desired):
     assert m.data == desired
     assert res.added + res.updated + res.unchanged == len(desired)
     assert res.deleted == len(set(current) - set(desired))
+
+
+def test_cached_map_answers_from_memory_and_writes_through_only_what_succeeded():
+    from datapath.errors import MapError
+    from datapath.reconcile import CachedMap, FakeMap, reconcile
+
+    backing = FakeMap("m", {1: "a", 2: "b"}, fail=lambda op, k: op == "update" and k == 9)
+    cached = CachedMap(backing)
+    backing.data[3] = "drift"  # written behind the agent's back: not seen until resync
+    assert dict(cached.items()) == {1: "a", 2: "b"}
+    r = reconcile({1: "a", 4: "d"}, cached)
+    assert (r.added, r.deleted) == (1, 1) and backing.data == {1: "a", 3: "drift", 4: "d"}
+    with pytest.raises(MapError):
+        cached.update(9, "x")
+    assert 9 not in dict(cached.items())
+    cached.resync()
+    assert dict(cached.items()) == backing.data
