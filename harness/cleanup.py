@@ -132,7 +132,8 @@ class RunState:
         os.replace(tmp, self.path)
 
     def owner_alive(self) -> bool:
-        return pid_matches({"pid": self.owner_pid, "start": self.owner_start})
+        """The owner still runs (a killed owner its parent has not reaped yet is a zombie: dead)."""
+        return pid_matches({"pid": self.owner_pid, "start": self.owner_start}) and not _is_zombie(self.owner_pid)
 
     def add_pid(self, pid: int, argv: list[str] | None = None) -> None:
         """Record a process; ``argv`` is the command it ends up running (default: its cmdline now)."""
