@@ -130,12 +130,14 @@ class RealCluster:
 
     def program(self, cluster: Cluster) -> _Programmed:
         """Reconcile every node's maps to ``cluster`` (add/update before delete)."""
+        with self._lock:
+            return self._program(cluster)
+
+    def _program(self, cluster: Cluster) -> _Programmed:
+        # datapath (bcc, pyroute2) is imported only on the real path, so the
+        # twin runs on machines without them
         from datapath.errors import UnsupportedPolicyError
         from datapath.node import EndpointSpec
-        with self._lock:
-            return self._program(cluster, UnsupportedPolicyError, EndpointSpec)
-
-    def _program(self, cluster: Cluster, UnsupportedPolicyError, EndpointSpec) -> _Programmed:
         self.cluster = cluster
         view = ClusterView(cluster)
         table = view.engine.policy_table()

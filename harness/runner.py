@@ -18,7 +18,7 @@ from harness.analysis import chi2_test, service_measurements
 from harness.diff import Field, diff_tables, verdict_changes
 from harness.inputs import load_cluster, read_source, rel
 from twin.model.build import parse_policy_source
-from twin.model.findings import InputError, TwinError
+from twin.model.findings import InputError, TwinError, error
 from twin.model.objects import Cluster, NetworkPolicy
 from twin.model.scenario import Scenario, parse_scenario
 from twin.semantics.lb import frontend, lb_table
@@ -62,7 +62,6 @@ def load_inputs(path: str) -> RunInputs:
             try:
                 current = current.without_policy(f"{ns}/{name}")
             except KeyError:
-                from twin.model.findings import error
                 raise InputError([error(f"Scenario {scenario.name}", f"steps[{step.index}].delete",
                                         f"{step.target} does not exist at this point of the scenario", path, step.line)])
     # Probes must resolve against the cluster (pods and services never change along a run).
@@ -73,9 +72,9 @@ def load_inputs(path: str) -> RunInputs:
         if step.kind == "probe":
             try:
                 resolve_targets(view, step.probe)
-            except InputError as exc:
-                raise InputError([f.__class__(f.severity, f"Scenario {scenario.name}", f"steps[{step.index}].probe.{f.field}",
-                                              f.message, path, step.line) for f in exc.findings]) from None
+            except InputError as exc:  # name the scenario step, not the bare probe
+                raise InputError([error(f"Scenario {scenario.name}", f"steps[{step.index}].probe.{f.field}",
+                                        f.message, path, step.line) for f in exc.findings]) from None
     return RunInputs(scenario, cluster, applies)
 
 
