@@ -45,18 +45,25 @@ static __always_inline void ct_touch(struct ct_value *val)
 	__sync_fetch_and_add(&val->packets, 1);
 }
 
+/* The forward key of a tuple as seen at a hook of the given direction. */
+static __always_inline void ct_fill_key(struct ct_key *key, const struct flow_tuple *t,
+					__u8 direction)
+{
+	key->saddr = t->saddr;
+	key->daddr = t->daddr;
+	key->sport = t->sport;
+	key->dport = t->dport;
+	key->protocol = t->protocol;
+	key->direction = direction;
+}
+
 static __always_inline enum ct_status ct_lookup(const struct flow_tuple *t,
 						__u8 direction)
 {
 	struct ct_key key = {};
 	struct ct_value *val;
 
-	key.saddr = t->saddr;
-	key.daddr = t->daddr;
-	key.sport = t->sport;
-	key.dport = t->dport;
-	key.protocol = t->protocol;
-	key.direction = direction;
+	ct_fill_key(&key, t, direction);
 	val = conntrack.lookup(&key);
 	if (val) {
 		ct_touch(val);
@@ -83,12 +90,7 @@ static __always_inline void ct_create(const struct flow_tuple *t,
 	struct ct_key key = {};
 	struct ct_value val = {};
 
-	key.saddr = t->saddr;
-	key.daddr = t->daddr;
-	key.sport = t->sport;
-	key.dport = t->dport;
-	key.protocol = t->protocol;
-	key.direction = direction;
+	ct_fill_key(&key, t, direction);
 	val.last_seen_ns = bpf_ktime_get_ns();
 	val.rule_ref = rule_ref;
 	val.packets = 1;
