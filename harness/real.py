@@ -138,9 +138,11 @@ class RealCluster:
         # twin runs on machines without them
         from datapath.errors import UnsupportedPolicyError
         from datapath.node import EndpointSpec
+        from twin.semantics.lb import lb_table
         self.cluster = cluster
         view = ClusterView(cluster)
         table = view.engine.policy_table()
+        lb = lb_table(cluster, self.states, view.allocation) if self.socklbs else None
         out = _Programmed()
         for node in cluster.nodes:
             dp = self.datapaths[node.name]
@@ -154,28 +156,27 @@ class RealCluster:
                 raise TwinError(f"the real datapath cannot enforce this policy yet: {exc}") from exc
             results = [r_ep, r_ip, r_pol]
             if node.name in self.socklbs:
-                results.append(self._set_services(node.name, cluster, view))
+                results.append(self._set_services(node.name, cluster, lb))
             out.seconds[node.name] = round(time.perf_counter() - t0, 6)
             out.changes[node.name] = {k: sum(getattr(r, k) for r in results) for k in ("added", "updated", "deleted")}
         return out
 
-    def _set_services(self, node: str, cluster: Cluster, view: ClusterView):
-        from twin.semantics.lb import lb_table
-        table = lb_table(cluster, self.states, view.allocation)
+    def _set_services(self, node: str, cluster: Cluster, table):
         pods = [self.topo.netns_path(p.key) for p in cluster.pods if p.node == node] \
             if cluster.values.terminate_pod_connections else []
         return self.socklbs[node].set_services(table, terminate_udp_in=pods)
 
     def set_endpoint_state(self, pod: str, state: str) -> dict[str, float]:
         """The endpoint controller and agents: every node's LB maps follow the new state."""
+        from twin.semantics.lb import lb_table
         with self._lock:
             self.states[pod] = state
-            view = ClusterView(self.cluster)
+            table = lb_table(self.cluster, self.states, ClusterView(self.cluster).allocation)
             secs = {}
             for node in self.cluster.nodes:
                 if node.name in self.socklbs:
                     t0 = time.perf_counter()
-                    self._set_services(node.name, self.cluster, view)
+                    self._set_services(node.name, self.cluster, table)
                     secs[node.name] = round(time.perf_counter() - t0, 6)
             return secs
 
