@@ -100,19 +100,13 @@ def bundle_source(path: Path = LXC_SOURCE, *, search_dir: Path = BPF_DIR) -> str
 
 
 def _check_kernel_source() -> str:
-    path = os.environ.get(KERNEL_SOURCE_ENV)
-    if not path:
-        raise BpfCompileError(
-            f"environment variable {KERNEL_SOURCE_ENV} is not set; bcc needs kernel "
-            f"headers: set {KERNEL_SOURCE_ENV} to a merged header tree "
-            "(`make setup` builds .build/kernel-headers and the Makefile exports it)"
-        )
-    if not Path(path, "include").is_dir():
-        raise BpfCompileError(
-            f"{KERNEL_SOURCE_ENV}={path} has no include/ directory; point it at a "
-            "kernel header tree (the -common tree merged with the -amd64 tree)"
-        )
-    return path
+    """The header tree bcc will use (found by :mod:`datapath.headers` and exported)."""
+    from datapath.headers import ensure_kernel_headers, find_kernel_headers
+    tree, why = find_kernel_headers()
+    if tree is None:
+        raise BpfCompileError(f"bcc needs kernel headers: {why}")
+    ensure_kernel_headers()
+    return str(tree)
 
 
 def _import_bcc() -> Any:

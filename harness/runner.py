@@ -20,7 +20,7 @@ from harness.inputs import load_cluster, read_source, rel
 from twin.model.build import parse_policy_source
 from twin.model.findings import InputError, TwinError, error
 from twin.model.objects import Cluster, NetworkPolicy
-from twin.model.scenario import Scenario, parse_scenario
+from twin.model.scenario import Scenario, parse_scenario, service_key
 from twin.semantics.lb import frontend, lb_table
 from twin.sim import SimConfig, simulate
 from twin.sim.services import predictions as service_predictions
@@ -124,8 +124,7 @@ def expected_shares(inputs: RunInputs, traffic) -> dict[str, float]:
     """The twin's prediction of backend shares for a requests step: uniform over
     the frontend's active backends (endpoint states as at the start of the run)."""
     from twin.model.enums import Protocol
-    key = traffic.dst[4:] if "/" in traffic.dst[4:] else f"default/{traffic.dst[4:]}"
-    svc = inputs.cluster.service(key)
+    svc = inputs.cluster.service(service_key(traffic.dst))
     fe = frontend(lb_table(inputs.cluster), svc.cluster_ip, traffic.port,
                   Protocol.UDP if traffic.kind == "udp" else Protocol.TCP)
     active = fe.active if fe else ()

@@ -21,7 +21,7 @@ import threading
 import time
 
 from harness.topology import REPO_ROOT
-from twin.model.scenario import Hold, Traffic
+from twin.model.scenario import Hold, Traffic, service_key
 from twin.semantics.endpoints import probe_port, readiness_probe
 from twin.semantics.lb import lb_table
 
@@ -117,8 +117,7 @@ class RealTraffic:
         self.syscall_results: list[dict] = []
 
     def _service(self, dst: str):
-        key = dst[4:] if "/" in dst[4:] else f"default/{dst[4:]}"
-        return self.rc.cluster.service(key)
+        return self.rc.cluster.service(service_key(dst))
 
     def _collect(self, t: Traffic, out: str) -> None:
         svc = self._service(t.dst)

@@ -22,19 +22,24 @@ if [ "$(id -u)" = 0 ]; then
   # Mininet's package pulls in Open vSwitch; the project uses Linux bridges only.
   # bcc needs headers for the running kernel; Debian has none for 6.18, so merge
   # the installed linux-headers-*-common and *-amd64 trees (design.md).
-  HDR="$ROOT/.build/kernel-headers"
-  if [ ! -e "$HDR/.complete" ]; then
+  # The project's tree, and a shared cache the CLI also searches
+  # (datapath/headers.py) so `twin` works from any directory.
+  merge_headers() {
+    local dst=$1 common arch
+    [ -e "$dst/.complete" ] && return 0
     common=$(ls -d /usr/src/linux-headers-*-common 2>/dev/null | sort -V | tail -n1)
     arch=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n1)
     if [ -z "$common" ] || [ -z "$arch" ]; then
       log "no linux-headers-*-common/-amd64 tree under /usr/src; bcc cannot compile"; exit 1
     fi
-    rm -rf "$HDR"; mkdir -p "$HDR"
-    cp -as "$common/." "$HDR/"
-    cp -as --remove-destination "$arch/." "$HDR/"
-    touch "$HDR/.complete"
-    log "kernel headers merged into $HDR ($(basename "$common") + $(basename "$arch"))"
-  fi
+    rm -rf "$dst"; mkdir -p "$dst"
+    cp -as "$common/." "$dst/"
+    cp -as --remove-destination "$arch/." "$dst/"
+    touch "$dst/.complete"
+    log "kernel headers merged into $dst ($(basename "$common") + $(basename "$arch"))"
+  }
+  merge_headers "$ROOT/.build/kernel-headers"
+  merge_headers /var/cache/cilium-twin/kernel-headers
 else
   log "not root: skipping Debian packages and kernel headers (the real datapath needs root)"
 fi

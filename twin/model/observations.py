@@ -1,7 +1,21 @@
-"""The one observation schema both backends produce (Hubble-like flow records)."""
+"""The one observation schema both backends produce.
+
+Every record has a ``key`` that identifies it across backends, so the harness
+diffs by key everywhere (never by position).  ``as_dict`` gives the JSON form
+written to ``result.json`` (with the key included).
+
+* :class:`FlowRecord`   one probe towards one destination (Hubble-like)
+* :class:`RequestRecord` one request of a ``requests``/``loop`` step through a frontend
+* :class:`HoldResult`   a ``check`` of a long-lived connection
+* :class:`SyscallFacts` what strace/tcpdump show for one request through a ClusterIP
+* :class:`KillRecord`   a ``kill``/``restart`` step and when it happened
+* :class:`Event`        one line of a backend's time-ordered event log
+* :class:`Observations` everything one backend observed in one run
+"""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
 
 
 @dataclass(frozen=True)
@@ -46,3 +60,153 @@ class FlowRecord:
         d["key"] = self.key
         d["evidence"] = list(self.evidence)
         return d
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request of a ``requests``/``loop`` step through a service frontend.
+
+    ``outcome``: ``answered`` | ``refused`` | ``timeout`` | ``EHOSTUNREACH`` | ``error``.
+    """
+
+    name: str  # the traffic step's name
+    i: int  # index of the request within the step
+    t: float  # start, seconds since scenario start
+    service: str  # ns/name
+    frontend: str  # ip:port
+    backend: str | None  # ns/pod that answered (None: nobody, or the answer does not say)
+    outcome: str
+    status: int | None = None  # HTTP status
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}#{self.i}"
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "key": self.key}
+
+
+@dataclass(frozen=True)
+class HoldResult:
+    """A ``check`` step on a long-lived connection: ``alive`` or ``closed``."""
+
+    hold: str
+    backend: str | None
+    state: str
+    t: float
+    why: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.hold
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "key": self.key}
+
+
+@dataclass(frozen=True)
+class SyscallFacts:
+    """What the client's syscalls and a capture inside its pod show for one request."""
+
+    name: str
+    connect: str | None  # ip:port passed to connect()
+    getsockname_ip: str | None
+    getpeername: str | None  # ip:port returned by getpeername()
+    capture_ips: tuple[str, ...] = ()
+    capture_has_frontend: bool = False
+    outcome: str | None = None
+    evidence: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["capture_ips"], d["evidence"], d["key"] = list(self.capture_ips), list(self.evidence), self.key
+        return d
+
+
+@dataclass(frozen=True)
+class KillRecord:
+    """A ``kill`` or ``restart`` step: which pod's server, and when (seconds since start)."""
+
+    t: float
+    action: str  # kill | restart
+    pod: str
+    step: int = -1
+
+    @property
+    def key(self) -> str:
+        return f"{self.action} {self.pod}@{self.step}"
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "key": self.key}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a backend's event log (``step``, ``api``, ``agent-regenerated``,
+    ``pod-not-ready``, ``maps-reconciled`` ...) with its own fields."""
+
+    t: float
+    event: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name == "t":
+            return self.t
+        if name == "event":
+            return self.event
+        return self.fields.get(name, default)
+
+    def as_dict(self) -> dict:
+        return {"t": self.t, "event": self.event, **self.fields}
+
+
+def event(t: float, name: str, **fields: Any) -> Event:
+    return Event(round(t, 6), name, dict(fields))
+
+
+@dataclass
+class Observations:
+    """Everything one backend observed in one run of a scenario.
+
+    ``skipped`` is set (and the lists are empty) only when the caller allowed
+    the backend to be skipped; ``twin run --backend`` never does.
+    """
+
+    backend: str  # twin | real
+    flows: list[FlowRecord] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    requests: list[RequestRecord] = field(default_factory=list)
+    holds: list[HoldResult] = field(default_factory=list)
+    syscalls: list[SyscallFacts] = field(default_factory=list)
+    kills: list[KillRecord] = field(default_factory=list)
+    #: the twin's analytical predictions (outage/readmission intervals), one dict per kill
+    predictions: list[dict] = field(default_factory=list)
+    #: which mechanism ran where a choice exists (e.g. {"bandwidth": "htb"}); free-form, reported as is
+    mechanisms: dict[str, str] = field(default_factory=dict)
+    virtual_seconds: float | None = None
+    wall_seconds: float = 0.0
+    skipped: str | None = None
+
+    def log(self, t: float, name: str, **fields: Any) -> None:
+        self.events.append(event(t, name, **fields))
+
+    def sorted_events(self) -> list[Event]:
+        return sorted(self.events, key=lambda e: e.t)
+
+    def as_dict(self) -> dict:
+        return {
+            "backend": self.backend, "skipped": self.skipped,
+            "flows": [f.as_dict() for f in self.flows],
+            "events": [e.as_dict() for e in self.sorted_events()],
+            "traffic": [r.as_dict() for r in self.requests],
+            "holds": [h.as_dict() for h in self.holds],
+            "syscalls": [s.as_dict() for s in self.syscalls],
+            "kills": [k.as_dict() for k in self.kills],
+            "predictions": list(self.predictions),
+            "mechanisms": dict(self.mechanisms),
+            "virtual_seconds": self.virtual_seconds, "wall_seconds": self.wall_seconds,
+        }

@@ -35,6 +35,19 @@ from twin.model.schema import check, fmt_path
 from twin.model.yamlsrc import Source, parse_documents
 
 PROBE_KINDS = {"ping": "ICMP", "http": "TCP", "tcp": "TCP", "udp": "UDP"}
+#: every step kind, in the order the README lists them; ``twin.model.run.dispatch``
+#: calls a handler's ``on_<kind>`` for each
+STEP_KINDS = ("probe", "apply", "delete", "wait", "note", "requests", "loop", "await", "hold", "check",
+              "kill", "restart", "syscalls")
+SERVICE_PREFIX = "svc:"
+
+
+def service_key(dst: str) -> str | None:
+    """``svc:NS/NAME`` (or ``svc:NAME`` in ``default``) → ``NS/NAME``; None for any other target."""
+    if not dst.startswith(SERVICE_PREFIX):
+        return None
+    rest = dst[len(SERVICE_PREFIX):]
+    return rest if "/" in rest else f"default/{rest}"
 VERDICTS = ("FORWARDED", "DROPPED")
 
 PROBE_SCHEMA = {

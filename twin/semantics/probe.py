@@ -13,7 +13,7 @@ from twin.model import apps, topology
 from twin.model.enums import Direction, Protocol, Verdict
 from twin.model.findings import InputError, error
 from twin.model.objects import Pod
-from twin.model.scenario import Probe
+from twin.model.scenario import Probe, service_key
 from twin.semantics.flows import PROTOCOL_NAMES
 from twin.semantics.services import backends, service_port
 
@@ -54,8 +54,8 @@ def resolve_targets(view, probe: Probe) -> list[ProbeTarget]:
     except KeyError:
         raise _bad(probe, "from", f"no pod {probe.src!r}") from None
     dst = probe.dst
-    if dst.startswith("svc:"):
-        key = dst[4:] if "/" in dst[4:] else f"default/{dst[4:]}"
+    key = service_key(dst)
+    if key is not None:
         try:
             svc = c.service(key)
         except KeyError:

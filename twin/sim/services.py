@@ -15,7 +15,7 @@ import simpy
 
 from twin.model.enums import Protocol
 from twin.model.objects import Pod
-from twin.model.scenario import Hold, Traffic
+from twin.model.scenario import Hold, Traffic, service_key
 from twin.semantics.endpoints import (PipelineTiming, outage_interval, probe_port, readiness_probe, readmit_window,
                                       removal_interval)
 from twin.semantics.lb import NO_BACKEND_ERRNO, choose, frontend
@@ -79,8 +79,7 @@ class ServiceTraffic:
 
     def _frontend(self, t: Traffic | Hold, src: Pod):
         view = self.sim.views.get(self.sim.api.version, self.sim.api.cluster)
-        key = t.dst[4:] if "/" in t.dst[4:] else f"default/{t.dst[4:]}"
-        svc = view.cluster.service(key)
+        svc = view.cluster.service(service_key(t.dst))
         proto = Protocol.UDP if getattr(t, "kind", "http") == "udp" else Protocol.TCP
         return svc, proto
 
