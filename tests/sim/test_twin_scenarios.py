@@ -12,7 +12,8 @@ import pytest
 from harness.runner import load_inputs, run_scenario
 from twin.model.scenario import Scenario, Settings, Step
 from twin.sim import SimConfig, simulate
-from twin.sim.timing import Timing
+from twin.semantics.delays import DELAYS
+from twin.semantics.dists import Constant
 
 pytestmark = pytest.mark.sim
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,9 +55,9 @@ def test_probe_right_after_apply_sees_old_policy_until_agents_regenerate():
     """Without the wait step, a probe sent before the agents regenerate still passes."""
     inputs = load_inputs(DEATHSTAR)
     steps = [s for s in inputs.scenario.steps if s.kind != "wait"]
-    slow = Timing(agent_min_s=5.0, agent_max_s=5.0)
+    slow = DELAYS.replace(agent_regenerate=Constant(5.0))
     sc = replace(inputs.scenario, steps=tuple(steps))
-    res = simulate(sc, inputs.cluster, inputs.applies, SimConfig(timing=slow))
+    res = simulate(sc, inputs.cluster, inputs.applies, SimConfig(delays=slow))
     xwing_after = [f for f in res.flows if f.probe == "xwing-dropped-after-rule1"]
     assert xwing_after and all(f.verdict == "FORWARDED" for f in xwing_after)
     regen = [e for e in res.events if e["event"] == "agent-regenerated"]

@@ -14,10 +14,13 @@ Stages after a server dies, with the delays the twin assumes:
 1. probing: the prober on the backend's node probes every ``period``; a
    refused TCP connect fails at once, a hang fails after ``timeout``;
    ``failureThreshold`` consecutive failures make the pod NotReady.
-2. status: the kubelet reports NotReady (``status_s``).
+2. status: the kubelet reports NotReady (``kubelet_status``).
 3. endpoints: the endpoint controller drops the pod from the service's
-   endpoints (``endpoints_s``).
-4. agents: every node's agent updates its LB maps (``agent_s``, uniform).
+   endpoints (``endpoints_controller``).
+4. agents: every node's agent updates its LB maps (``agent_regenerate``).
+
+Each stage's distribution and origin is defined once, in
+:mod:`twin.semantics.delays`; the intervals below use their ``bounds()``.
 
 New connections avoid the backend from stage 4 on; established TCP keeps its
 backend; connected UDP sockets to it are destroyed (socket termination, on
@@ -29,7 +32,10 @@ import math
 from dataclasses import dataclass
 
 from twin.model import apps
-from twin.model.objects import Pod, ProbeSpec
+from twin.model.objects import Cluster, Pod, ProbeSpec
+from twin.model.scenario import Traffic
+from twin.semantics.delays import DELAYS, Delays
+from twin.semantics.lb import lb_table
 
 #: Default readiness probe for pods that declare none (documented, both backends).
 DEFAULT_PROBE = dict(period_s=1.0, timeout_s=1.0, failure_threshold=3, success_threshold=1, initial_delay_s=0.0)
@@ -37,11 +43,32 @@ DEFAULT_PROBE = dict(period_s=1.0, timeout_s=1.0, failure_threshold=3, success_t
 
 @dataclass(frozen=True)
 class PipelineTiming:
-    status_s: tuple[float, float] = (0.005, 0.03)
-    endpoints_s: tuple[float, float] = (0.002, 0.02)
-    agent_s: tuple[float, float] = (0.01, 0.06)
-    #: a probe of a dead server that refuses connections
-    refused_probe_s: tuple[float, float] = (0.0005, 0.01)
+    """The bounds of the pipeline's stages, read from one :class:`~twin.semantics.delays.Delays`
+    (where each stage's distribution and origin is defined, once)."""
+
+    delays: Delays = DELAYS
+
+    @property
+    def status_s(self) -> tuple[float, float]:
+        return self.delays.kubelet_status.bounds()
+
+    @property
+    def endpoints_s(self) -> tuple[float, float]:
+        return self.delays.endpoints_controller.bounds()
+
+    @property
+    def agent_s(self) -> tuple[float, float]:
+        return self.delays.agent_regenerate.bounds()
+
+    @property
+    def refused_probe_s(self) -> tuple[float, float]:
+        """A probe of a dead server that refuses connections."""
+        return self.delays.probe_refused.bounds()
+
+    @property
+    def answered_probe_s(self) -> tuple[float, float]:
+        """A probe of a live server."""
+        return self.delays.probe_answered.bounds()
 
     @property
     def after_detection(self) -> tuple[float, float]:
@@ -85,7 +112,8 @@ def readmit_interval(spec: ProbeSpec, timing: PipelineTiming = PipelineTiming())
     """Seconds from a server's restart until every agent has it back."""
     lo_after, hi_after = timing.after_detection
     s = spec.success_threshold
-    return ((s - 1) * spec.period_s + lo_after, s * spec.period_s + timing.refused_probe_s[1] + hi_after)
+    return ((s - 1) * spec.period_s + timing.answered_probe_s[0] + lo_after,
+            s * spec.period_s + timing.answered_probe_s[1] + hi_after)
 
 
 #: The chance the twin accepts that a random backend choice alone puts an
@@ -121,3 +149,25 @@ def readmit_window(spec: ProbeSpec, request_interval_s: float, share: float = 0.
     every ``request_interval_s`` (same miss probability as the outage)."""
     lo, hi = readmit_interval(spec, timing)
     return (lo, hi + requests_to_miss(share) * request_interval_s)
+
+
+def kill_predictions(cluster: Cluster, kills: list[tuple[str, Traffic | None]],
+                     delays: Delays = DELAYS) -> list[dict]:
+    """Analytical intervals the runs are checked against (outage and readmission).
+
+    ``kills`` lists (pod key, the loop running during the kill or None).  The
+    killed pod's share is 1/n of the loop frontend's active backends.
+    """
+    timing = PipelineTiming(delays)
+    table = lb_table(cluster)
+    out = []
+    for pod_key, loop in kills:
+        spec = readiness_probe(cluster.pod(pod_key))
+        interval = loop.interval_s if loop else 0.1
+        n = max((len(fe.active) for fe in table.services if any(b.pod == pod_key for b in fe.active)), default=1)
+        out.append({"pod": pod_key, "loop": loop.name if loop else None, "share": round(1 / n, 4),
+                    "removal_s": removal_interval(spec, timing), "readmit_s": readmit_window(spec, interval, 1 / n, timing),
+                    "outage_s": outage_interval(spec, interval, 1 / n, timing),
+                    "probe": {"kind": spec.kind, "period_s": spec.period_s, "failure_threshold": spec.failure_threshold,
+                              "success_threshold": spec.success_threshold}})
+    return out

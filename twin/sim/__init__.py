@@ -1,4 +1,7 @@
-"""The twin: a SimPy discrete-event model of the cluster in virtual time."""
-from twin.sim.engine import SimConfig, SimResult, simulate
+"""The twin: a SimPy discrete-event model of the cluster in virtual time, built
+from components (API server, node agents, the endpoint pipeline, clients)."""
+from twin.sim.backend import TwinBackend
+from twin.sim.engine import SimResult, simulate
+from twin.sim.world import SimConfig
 
-__all__ = ["SimConfig", "SimResult", "simulate"]
+__all__ = ["SimConfig", "SimResult", "TwinBackend", "simulate"]

@@ -1,0 +1,105 @@
+"""Every delay of the twin, defined once: its distribution and where it comes from (pure).
+
+The SimPy twin (``twin.sim``) draws from these; the analytical intervals of
+:mod:`twin.semantics.endpoints` take their bounds from the same objects, so a
+delay cannot differ between the simulation and its prediction.
+
+``origin`` says whether a number was measured on the real side (and where) or
+is an assumption.  Most are assumptions about a Cilium cluster (API server,
+kubelet, a Cilium agent), which the project's real side does not reproduce:
+its "kubelet", endpoint controller and agents run in one process.  The
+numbers are the twin's model; none is tuned to make a test pass.  A what-if
+changes them with :meth:`Delays.replace` (or per component, see ``twin.sim``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+
+from twin.semantics.dists import Constant, Dist, Uniform, describe
+
+_FAILOVER_RUN = "scenarios/lb-backend-failover.yaml --backend both, 2026-11-27"
+
+
+@dataclass(frozen=True)
+class Delay:
+    """One named delay: a distribution and its origin."""
+
+    name: str
+    dist: Dist
+    origin: str
+
+    def sample(self, rng: random.Random) -> float:
+        return self.dist.sample(rng)
+
+    def bounds(self) -> tuple[float, float]:
+        return self.dist.bounds()
+
+    def describe(self) -> dict:
+        return {"name": self.name, **describe(self.dist), "origin": self.origin}
+
+
+def _d(name: str, dist: Dist, origin: str):
+    return dataclasses.field(default=Delay(name, dist, origin))
+
+
+@dataclass(frozen=True)
+class Delays:
+    """The twin's delays (seconds)."""
+
+    api_accept: Delay = _d(
+        "api-accept", Constant(5e-3),
+        "assumption: the API server admits and stores an object (apply/delete) on a small cluster; "
+        "the real side applies in-process and does not have this stage")
+    agent_regenerate: Delay = _d(
+        "agent-regenerate", Uniform(10e-3, 60e-3),
+        "assumption: a Cilium agent's watch delivery plus regeneration of policy or LB maps after a "
+        "change. The project's own agent is faster: 0.2-0.7 ms per node to update its LB maps "
+        f"(agent-lb-updated.seconds, {_FAILOVER_RUN})")
+    kubelet_status: Delay = _d(
+        "kubelet-status", Uniform(5e-3, 30e-3),
+        "assumption: the kubelet patches the pod's Ready condition at the API server; on the real side "
+        f"this is in-process (status-updated 3 us after pod-not-ready, {_FAILOVER_RUN})")
+    endpoints_controller: Delay = _d(
+        "endpoints-controller", Uniform(2e-3, 20e-3),
+        "assumption: the endpoint(slice) controller drops/re-adds the pod and the API server stores it; "
+        "in-process on the real side")
+    probe_answered: Delay = _d(
+        "probe-answered", Uniform(0.2e-3, 2e-3),
+        "assumption: a readiness probe of a live server (connect, and the HTTP answer for httpGet)")
+    probe_refused: Delay = _d(
+        "probe-refused", Uniform(0.5e-3, 10e-3),
+        "assumption: a readiness probe of a dead server whose port refuses connections (one round trip "
+        "plus the prober's scheduling)")
+    net_same_node: Delay = _d(
+        "net-one-way-same-node", Constant(30e-6),
+        "assumption: one-way latency between pods on one node (veth + BPF); for scale, a connect() round "
+        "trip to a backend IP measures p50 16.9 us, p99 28.1 us (bench/results/latest.md, 'direct')")
+    net_cross_node: Delay = _d(
+        "net-one-way-cross-node", Constant(80e-6),
+        "assumption: one-way latency between pods on different nodes (adds the LAN bridge)")
+    server_answer: Delay = _d(
+        "server-answer", Constant(0.5e-3),
+        "assumption: an HTTP server's time to answer a small request")
+
+    def replace(self, **dists: Dist) -> "Delays":
+        """These delays with some distributions changed (a what-if); the origin says so."""
+        names = {f.name for f in dataclasses.fields(self)}
+        changes = {}
+        for key, dist in dists.items():
+            if key not in names:
+                raise ValueError(f"no delay named {key!r} (known: {', '.join(sorted(names))})")
+            old: Delay = getattr(self, key)
+            changes[key] = Delay(old.name, dist, f"what-if override (model: {describe(old.dist)})")
+        return dataclasses.replace(self, **changes)
+
+    def all(self) -> list[Delay]:
+        return [getattr(self, f.name) for f in dataclasses.fields(self)]
+
+    def describe(self) -> list[dict]:
+        return [d.describe() for d in self.all()]
+
+
+#: The twin's model.
+DELAYS = Delays()

@@ -1,0 +1,203 @@
+"""The twin as a :class:`twin.model.run.Backend`: components assembled per run,
+steps walked with the shared :func:`twin.model.run.dispatch`.
+
+Components (each a class that starts its own SimPy processes, with its own
+random stream and delays, see :mod:`twin.sim.world`):
+
+* :class:`~twin.sim.api.ApiServer`: the desired cluster and endpoint states.
+* :class:`~twin.sim.agent.NodeAgent`: one per node, its own view of policy and LB state.
+* :class:`~twin.sim.pipeline.Prober` (one per backend pod), :class:`~twin.sim.pipeline.Kubelet`
+  (one per node), :class:`~twin.sim.pipeline.EndpointController`: the endpoint pipeline.
+* :class:`~twin.sim.client.Client`: one per traffic step (requests, loop, hold, syscalls).
+
+A probe's egress verdict is taken with the source node agent's view and its
+ingress verdict with the destination node agent's view, by the same
+semantics the datapath is compiled from.  A dropped probe costs the tool's
+timeout; an answered one costs round trips and server time.
+"""
+from __future__ import annotations
+
+import time
+
+from twin.model.enums import Verdict
+from twin.model.observations import FlowRecord, KillRecord, Observations
+from twin.model.run import RunInputs, dispatch, needs_services
+from twin.model.scenario import Step
+from twin.semantics.delays import DELAYS, Delays
+from twin.semantics.endpoints import kill_predictions, readiness_probe
+from twin.semantics.lb import lb_table
+from twin.semantics.probe import predict, resolve_targets
+from twin.sim.agent import NodeAgent
+from twin.sim.api import ApiServer
+from twin.sim.client import Client
+from twin.sim.pipeline import EndpointController, Kubelet, Prober
+from twin.sim.world import SimConfig, World
+
+
+class Twin:
+    """The components of one run, wired together."""
+
+    def __init__(self, inputs: RunInputs, config: SimConfig):
+        self.inputs, self.config = inputs, config
+        self.world = world = World(inputs, config)
+        self.env = world.env
+        cluster = inputs.cluster
+        self.api = ApiServer(world, cluster)
+        self.agents = {n.name: NodeAgent(world, n.name, self.api) for n in cluster.nodes}
+        self.probers: dict[str, Prober] = {}
+        if needs_services(inputs.scenario):
+            endpoints = EndpointController(world, self.api)
+            kubelets = {n.name: Kubelet(world, n.name, endpoints) for n in cluster.nodes}
+            for key in sorted({b.pod for fe in lb_table(cluster).services for b in fe.backends}):
+                pod = cluster.pod(key)
+                if readiness_probe(pod) is not None:
+                    self.probers[key] = Prober(world, pod, kubelets[pod.node])
+        self.clients: dict[str, Client] = {}  # by traffic step name
+        self.loops: dict = {}
+
+    def client(self, src: str, name: str) -> Client:
+        c = self.clients.get(name)
+        if c is None:
+            c = self.clients[name] = Client(self, src, name)
+        return c
+
+    def run(self) -> Observations:
+        done = self.env.process(self._steps())
+        self.env.run(until=done)
+        return self.world.obs
+
+    def _steps(self):
+        steps = ScenarioSteps(self)
+        for step in self.inputs.scenario.steps:
+            self.world.log("step", step=step.index, kind=step.kind)
+            yield from dispatch(steps, step)
+        for proc in self.loops.values():
+            if proc.is_alive:
+                yield proc
+        while any(a.pending for a in self.agents.values()):  # let in-flight updates land
+            yield self.env.timeout(0.001)
+
+
+class ScenarioSteps:
+    """The twin's step handlers (SimPy generators), called by ``dispatch``."""
+
+    def __init__(self, twin: Twin):
+        self.twin, self.env, self.world = twin, twin.env, twin.world
+        self.inputs = twin.inputs
+
+    def on_apply(self, step: Step):
+        yield from self.twin.api.apply(f"apply {step.path}", self.inputs.after(step))
+
+    def on_delete(self, step: Step):
+        yield from self.twin.api.apply(f"delete {step.target}", self.inputs.after(step))
+
+    def on_wait(self, step: Step):
+        yield self.env.timeout(step.seconds)
+
+    def on_note(self, step: Step):
+        return
+        yield
+
+    def on_requests(self, step: Step):
+        t = step.traffic
+        yield from self.twin.client(t.src, t.name).run_requests(t)
+
+    def on_loop(self, step: Step):
+        t = step.traffic
+        self.twin.loops[t.name] = self.twin.client(t.src, t.name).start_loop(t)
+        return
+        yield
+
+    def on_await(self, step: Step):
+        yield self.twin.loops[step.name]
+
+    def on_hold(self, step: Step):
+        h = step.hold
+        yield from self.twin.client(h.src, h.name).hold(h)
+
+    def on_check(self, step: Step):
+        self.world.obs.holds.append(self.twin.clients[step.name].check(step.name))
+        return
+        yield
+
+    def on_syscalls(self, step: Step):
+        t = step.traffic
+        self.world.obs.syscalls.append(self.twin.client(t.src, t.name).syscalls(t))
+        return
+        yield
+
+    def on_kill(self, step: Step):
+        self.world.servers.dead.add(step.pod)
+        for c in self.twin.clients.values():
+            c.server_killed(step.pod)
+        self._killed(step)
+        return
+        yield
+
+    def on_restart(self, step: Step):
+        self.world.servers.dead.discard(step.pod)
+        self._killed(step)
+        return
+        yield
+
+    def _killed(self, step: Step) -> None:
+        self.world.obs.kills.append(KillRecord(t=round(self.env.now, 6), action=step.kind, pod=step.pod, step=step.index))
+        self.world.log(step.kind, pod=step.pod)
+
+    def on_probe(self, step: Step):
+        probe = step.probe
+        twin, delays = self.twin, self.world.delays("probe", probe.name)
+        rng = self.world.stream("probe", probe.name)  # the probing tool's own stream
+        targets = resolve_targets(twin.api.view, probe)
+        src = twin.api.cluster.pod(probe.src)
+        for target in targets:
+            start = self.env.now
+            # egress is decided on the source node, ingress on the destination node
+            dst_node = target.pod.node if target.pod else src.node
+            pred = predict(twin.agents[src.node].view, probe, target, twin.agents[dst_node].view)
+            same = target.pod is not None and target.pod.node == src.node
+            rtt = 2 * (delays.net_same_node if same else delays.net_cross_node).sample(rng)
+            if pred.verdict == Verdict.FORWARDED.value:
+                cost = rtt * (3 if probe.kind == "http" else 1) + (delays.server_answer.sample(rng) if pred.http_status else 0)
+            elif pred.http_status:  # L7 denial: the proxy answers 403
+                cost = rtt * 3
+            else:
+                cost = self.inputs.scenario.settings.probe_timeout_s
+            yield self.env.timeout(cost)
+            self.world.obs.flows.append(FlowRecord(
+                probe=probe.name, step=step.index, time=round(start, 6), src=probe.src, dst=target.dst,
+                dst_ip=str(target.dst_ip), protocol=probe.protocol, port=target.port, verdict=pred.verdict,
+                drop_reason=pred.drop_reason, drop_reason_code=pred.drop_reason_code, layer=pred.layer,
+                http_status=pred.http_status, http_method=probe.method if probe.kind == "http" else None,
+                http_path=probe.path if probe.kind == "http" else None,
+                body=(pred.body or "").splitlines()[0] if pred.body else None,
+                src_identity=pred.src_identity, dst_identity=pred.dst_identity, node=pred.node,
+                direction=pred.direction, explanation=pred.explanation, service=target.service,
+                latency_s=round(cost, 6),
+            ))
+
+
+class TwinBackend:
+    """The SimPy twin: runs a scenario in virtual time (see the module docstring)."""
+
+    name = "twin"
+
+    def __init__(self, delays: Delays = DELAYS, overrides: dict[str, Delays] | None = None):
+        self.delays, self.overrides = delays, dict(overrides or {})
+
+    def unavailable_reason(self) -> str | None:
+        return None
+
+    def run(self, inputs: RunInputs, seed: int) -> Observations:
+        t0 = time.perf_counter()
+        config = SimConfig(seed=seed, delays=self.delays, overrides=self.overrides)
+        twin = Twin(inputs, config)
+        twin.world.log("twin-delays", seed=seed, delays=self.delays.describe(),
+                       overrides={k: v.describe() for k, v in sorted(self.overrides.items())})
+        obs = twin.run()
+        loops = [s.traffic for s in inputs.scenario.steps if s.kind == "loop"]
+        kills = [(s.pod, loops[0] if loops else None) for s in inputs.scenario.steps if s.kind == "kill"]
+        obs.predictions = kill_predictions(inputs.cluster, kills, self.delays)
+        obs.virtual_seconds = round(twin.env.now, 6)
+        obs.wall_seconds = round(time.perf_counter() - t0, 3)
+        return obs
