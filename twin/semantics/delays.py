@@ -37,7 +37,7 @@ class Delay:
         return self.dist.bounds()
 
     def describe(self) -> dict:
-        return {"name": self.name, **describe(self.dist), "origin": self.origin}
+        return {"delay": self.name, **describe(self.dist), "origin": self.origin}
 
 
 def _d(name: str, dist: Dist, origin: str):

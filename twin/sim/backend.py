@@ -192,8 +192,12 @@ class TwinBackend:
         t0 = time.perf_counter()
         config = SimConfig(seed=seed, delays=self.delays, overrides=self.overrides)
         twin = Twin(inputs, config)
-        twin.world.log("twin-delays", seed=seed, delays=self.delays.describe(),
-                       overrides={k: v.describe() for k, v in sorted(self.overrides.items())})
+        twin.world.log("twin-run", seed=seed)
+        for d in self.delays.describe():
+            twin.world.log("twin-delay", **d)
+        for component, delays in sorted(self.overrides.items()):
+            for d in delays.describe():
+                twin.world.log("twin-delay", component=component, **d)
         obs = twin.run()
         loops = [s.traffic for s in inputs.scenario.steps if s.kind == "loop"]
         kills = [(s.pod, loops[0] if loops else None) for s in inputs.scenario.steps if s.kind == "kill"]
