@@ -120,10 +120,11 @@ def _pod_arg(field: str, value: str) -> str:
 
 
 def _dst_arg(value: str) -> str:
-    if value.startswith("svc:"):
-        rest = value[len("svc:"):]
-        parts = rest.split("/")
-        if not (1 <= len(parts) <= 2) or not all(_name_ok(x) for x in parts):
+    from twin.model.scenario import service_key
+    key = service_key(value)
+    if key is not None:
+        parts = key.split("/")
+        if len(parts) != 2 or not all(_name_ok(x) for x in parts):
             raise _arg_error("--to", f"{value!r} is not svc:NS/NAME (or svc:NAME in namespace default)")
         return value
     if value == "external":

@@ -22,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 
 from harness.analysis import chi2_test, service_measurements
-from harness.diff import Field, diff_tables, verdict_changes
+from harness.diff import Field, diff_tables, unique_keys, verdict_changes
 from harness.inputs import load_run_inputs
 from harness.real import RealBackend
 from twin.model.enums import Protocol
@@ -95,17 +95,6 @@ def expected_shares(inputs: RunInputs, traffic) -> dict[str, float]:
                   Protocol.UDP if traffic.kind == "udp" else Protocol.TCP)
     active = fe.active if fe else ()
     return {b.pod: 1 / len(active) for b in active}
-
-
-def unique_keys(rows: list[dict]) -> list[dict]:
-    """The rows with keys made unique by occurrence: the second check of hold ``h``
-    is ``h#2`` on both backends, so repeated records still join by key."""
-    seen: Counter = Counter()
-    out = []
-    for r in rows:
-        seen[r["key"]] += 1
-        out.append(r if seen[r["key"]] == 1 else {**r, "key": f"{r['key']}#{seen[r['key']]}"})
-    return out
 
 
 def _stage_story(twin_obs: Observations, real_obs: Observations, pod: str) -> str:
