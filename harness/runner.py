@@ -26,6 +26,7 @@ from harness.diff import Field, diff_tables, unique_keys, verdict_changes
 from harness.inputs import load_run_inputs
 from harness.real import RealBackend
 from twin.model.enums import Protocol
+from twin.model.findings import InputError, error
 from twin.model.observations import FlowRecord, Observations
 from twin.model.run import Backend, RunInputs
 from twin.model.scenario import Scenario, service_key
@@ -227,6 +228,8 @@ def run_scenario(path: str, backend: str = "both", out: str | None = None, seed:
     (``twin demo`` only), where it is listed under ``degraded`` instead.
     """
     inputs = load_run_inputs(path)
+    if out:
+        writable_out(out, "run")
     requested = ["twin", "real"] if backend == "both" else [backend]
     known = backends()
     status: dict[str, dict] = {}
@@ -279,6 +282,20 @@ def exit_code(result: dict) -> int:
     return 0 if result["ok"] else 1
 
 
+def writable_out(out: str, command: str) -> str:
+    """``out`` as a directory the run can write ``result.json`` to, checked before
+    anything runs; otherwise an input error naming ``--out``."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = Path(out, ".twin-write-test")
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError([error(f"twin {command}", "--out", f"cannot write results to {out}: {exc.strerror or exc}",
+                                "<command line>")]) from None
+    return out
+
+
 def run_scenario_cli(path: str, backend: str, out: str | None, seed: int) -> int:
     from reports.terminal import render
     out = out or os.path.join("results", Path(path).stem)
@@ -298,6 +315,7 @@ def demo(out: str) -> int:
     """The main job on its default scenarios: the seed lab on both backends.  Without
     the real datapath (e.g. not root) the demo runs the twin only and says so."""
     from reports.terminal import render
+    writable_out(out, "demo")
     reason = RealBackend().unavailable_reason()
     if reason:
         print(f"twin demo: the real datapath is skipped: {reason}. Running the twin only.")

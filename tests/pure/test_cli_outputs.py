@@ -170,3 +170,11 @@ def test_an_internal_error_prints_one_line_and_saves_the_traceback_exit_70(monke
     saved = list(tmp_path.glob("twin-internal-error-*.txt"))
     assert len(saved) == 1 and str(saved[0]) in err
     assert "Traceback" in saved[0].read_text() and "a bug" in saved[0].read_text()
+
+
+def test_run_with_an_unwritable_out_directory_exits_2_naming_out_before_running(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = run_twin("run", "scenarios/seed-deathstar-l3l4.yaml", "--backend", "twin", "--out", blocker / "sub")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "--out" in r.stderr and "Traceback" not in r.stderr and r.stdout == ""
