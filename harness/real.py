@@ -283,7 +283,7 @@ class RealBackend:
         with RealCluster(inputs.cluster) as rc:
             log.append({"t": 0.0, "event": "built", "seconds": round(time.perf_counter() - wall0, 3)})
             t0 = time.monotonic()
-            pipeline = RealPipeline(rc, t0, log) if needs_services(inputs.scenario) else None
+            pipeline = RealPipeline(rc, t0, log, seed=seed) if needs_services(inputs.scenario) else None
             traffic = RealTraffic(rc, t0, inputs.scenario.settings)
             steps = _RealSteps(inputs, rc, traffic, obs, log, t0)
             try:
