@@ -9,7 +9,9 @@ record present on one side only is itself a disagreement) and writes
 ``DIR/result.json``.
 
 A requested backend that cannot run is recorded in ``result["unavailable"]``
-and makes the result not ok; ``twin run`` then exits 3.  Only ``twin demo``
+and makes the result not ok; ``twin run`` then exits 3.  A backend that fails
+during the run (an operational error) is recorded in ``result["failed"]``
+(exit 1); what the other backend observed is still written.  Only ``twin demo``
 may degrade to the twin (``allow_unavailable``), and the result says so in
 ``result["degraded"]``.
 """
@@ -26,7 +28,7 @@ from harness.diff import Field, diff_tables, unique_keys, verdict_changes
 from harness.inputs import load_run_inputs
 from harness.real import RealBackend
 from twin.model.enums import Protocol
-from twin.model.findings import InputError, error
+from twin.model.findings import InputError, TwinError, error
 from twin.model.observations import FlowRecord, Observations
 from twin.model.run import Backend, RunInputs
 from twin.model.scenario import Scenario, service_key
@@ -240,10 +242,19 @@ def run_scenario(path: str, backend: str = "both", out: str | None = None, seed:
             unavailable[name] = reason
             status[name] = {"state": "unavailable", "reason": reason}
     observed: dict[str, Observations] = {}
+    failed: dict[str, str] = {}
     for name in requested:
-        if name not in unavailable:
+        if name in unavailable:
+            continue
+        try:
             observed[name] = known[name].run(inputs, seed)
-            status[name] = {"state": "ran"}
+        except InputError:
+            raise
+        except TwinError as exc:  # an operational failure: the other backend's findings are still written
+            failed[name] = str(exc)
+            status[name] = {"state": "failed", "reason": str(exc)}
+            continue
+        status[name] = {"state": "ran"}
     failures: list[dict] = []
     meas: dict[str, dict] = {}
     predictions = observed["twin"].predictions if "twin" in observed else []
@@ -265,8 +276,10 @@ def run_scenario(path: str, backend: str = "both", out: str | None = None, seed:
         "observations": {name: {**obs.as_dict(), "measurements": meas[name]} for name, obs in observed.items()},
         "disagreements": disagreements, "expectation_failures": failures,
         "verdict_changes": verdict_changes([f.as_dict() for f in first.flows] if first else []),
-        "ok": not disagreements and not failures and (allow_unavailable or not unavailable),
+        "ok": not disagreements and not failures and not failed and (allow_unavailable or not unavailable),
     }
+    if failed:
+        result["failed"] = failed
     if unavailable:
         result["degraded" if allow_unavailable else "unavailable"] = unavailable
     if out:
@@ -276,7 +289,8 @@ def run_scenario(path: str, backend: str = "both", out: str | None = None, seed:
 
 
 def exit_code(result: dict) -> int:
-    """0 ok; 3 a requested backend could not run; 1 disagreement or failed expectation."""
+    """0 ok; 3 a requested backend could not run; 1 disagreement, failed expectation or a
+    backend that failed during the run."""
     if result.get("unavailable"):
         return EXIT_UNAVAILABLE
     return 0 if result["ok"] else 1
@@ -304,6 +318,8 @@ def run_scenario_cli(path: str, backend: str, out: str | None, seed: int) -> int
     print(f"  written: {os.path.join(out, 'result.json')}")
     for name, reason in result.get("unavailable", {}).items():
         print(f"twin: the requested backend {name!r} could not run: {reason}", file=sys.stderr)
+    for name, reason in result.get("failed", {}).items():
+        print(f"twin: error: the {name} backend failed during the run: {reason}", file=sys.stderr)
     return exit_code(result)
 
 

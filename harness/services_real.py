@@ -21,6 +21,7 @@ import threading
 import time
 
 from harness.topology import REPO_ROOT
+from twin.model.findings import TwinError
 from twin.model.observations import HoldResult, RequestRecord, SyscallFacts
 from twin.model.scenario import Hold, Traffic, service_key
 from twin.semantics.endpoints import probe_port, readiness_probe
@@ -140,7 +141,7 @@ class RealTraffic:
         proc = self._popen(t.src, _client_argv("requests", str(svc.cluster_ip), t, self.settings.request_timeout_s))
         out, err = proc.communicate(timeout=t.count * (t.interval_s + self.settings.request_timeout_s) + 30)
         if proc.returncode != 0:
-            raise RuntimeError(f"client for {t.name} failed: {err.strip()[:500]}")
+            raise TwinError(f"client for {t.name} failed: {err.strip()[:500]}")
         self._collect(t, out)
 
     def start_loop(self, t: Traffic) -> None:
@@ -151,7 +152,7 @@ class RealTraffic:
         proc, t = self.loops.pop(name)
         out, err = proc.communicate(timeout=t.duration_s + 60)
         if proc.returncode != 0:
-            raise RuntimeError(f"client loop {name} failed: {err.strip()[:500]}")
+            raise TwinError(f"client loop {name} failed: {err.strip()[:500]}")
         self._collect(t, out)
 
     def hold(self, h: Hold) -> None:

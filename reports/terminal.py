@@ -6,6 +6,8 @@ def render(result: dict) -> str:
     lines = [f"scenario {result['scenario']} ({', '.join(result['backends'])})"]
     for name, reason in (result.get("unavailable") or {}).items():
         lines.append(f"  {name}: UNAVAILABLE (requested but could not run): {reason}")
+    for name, reason in (result.get("failed") or {}).items():
+        lines.append(f"  {name}: FAILED during the run: {reason}")
     for name, reason in (result.get("degraded") or {}).items():
         lines.append(f"  {name}: skipped, the demo runs without it: {reason}")
     for name, obs in result["observations"].items():

@@ -141,3 +141,18 @@ def test_a_requests_step_with_no_rows_on_one_side_is_a_disagreement(monkeypatch)
     r = _both(monkeypatch, SOCKET_LB, no_udp)
     bad = [d for d in r["disagreements"] if d["key"] == "udp-echo" and d["field"] == "outcomes"]
     assert bad and bad[0]["real"] is None and "no requests" in bad[0]["why"]
+
+
+def test_a_backend_that_fails_mid_run_is_recorded_and_the_others_findings_are_kept(monkeypatch, tmp_path, capsys):
+    from twin.model.findings import TwinError
+
+    class Broken(_Replay):
+        def run(self, inputs, seed):
+            raise TwinError("the datapath could not be built: test double")
+    monkeypatch.setattr(runner, "backends", lambda: {"twin": TwinBackend(), "real": Broken(None)})
+    code = cli.main(["run", DEATHSTAR, "--backend", "both", "--out", str(tmp_path)])
+    out, err = capsys.readouterr()
+    assert code == 1 and "the real backend failed during the run: the datapath could not be built" in err
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["ok"] is False and result["failed"] == {"real": "the datapath could not be built: test double"}
+    assert result["status"]["real"]["state"] == "failed" and result["observations"]["twin"]["flows"]
