@@ -1,6 +1,7 @@
 """Measurements derived from observations, and the service-level comparisons.
 
-Pure functions of observation dicts (the same for both backends):
+Pure functions of typed :class:`~twin.model.observations.Observations` (the
+same for both backends):
 backend shares of request steps, outage windows around kills, readmission
 after restarts, and the chi-square test used to compare shares.
 """
@@ -8,6 +9,10 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from typing import Iterable
+
+from twin.model.observations import Observations, RequestRecord
+from twin.model.scenario import Scenario
 
 
 def chi2_sf(x: float, dof: int) -> float:
@@ -63,51 +68,58 @@ def chi2_test(counts: dict[str, int], expected_shares: dict[str, float]) -> dict
     return {"statistic": round(stat, 4), "dof": dof, "p_value": round(chi2_sf(stat, dof), 6), "n": n}
 
 
-def backend_counts(rows: list[dict], name: str) -> Counter:
+def backend_counts(rows: Iterable[RequestRecord], name: str) -> Counter:
     """Answers per backend; answers that do not name their backend (e.g. the deathstar
     API's POST replies) are counted under ``"?"``."""
-    return Counter(r["backend"] or "?" for r in rows if r["name"] == name and r["outcome"] == "answered")
+    return Counter(r.backend or "?" for r in rows if r.name == name and r.outcome == "answered")
 
 
-def outcomes(rows: list[dict], name: str) -> Counter:
-    return Counter(r["outcome"] for r in rows if r["name"] == name)
+def outcomes(rows: Iterable[RequestRecord], name: str) -> Counter:
+    return Counter(r.outcome for r in rows if r.name == name)
 
 
-def outage(rows: list[dict], loop: str, kill_t: float, pod: str, until: float | None = None) -> dict:
+def outage(rows: Iterable[RequestRecord], loop: str, kill_t: float, pod: str, until: float | None = None) -> dict:
     """Client's view of one kill: failures after it, and the window kill → last failure."""
-    mine = [r for r in rows if r["name"] == loop and r["t"] >= kill_t and (until is None or r["t"] < until)]
-    failed = [r for r in mine if r["outcome"] != "answered"]
-    last_dead = [r for r in mine if r["backend"] == pod and r["outcome"] != "answered"]
+    mine = [r for r in rows if r.name == loop and r.t >= kill_t and (until is None or r.t < until)]
+    failed = [r for r in mine if r.outcome != "answered"]
+    last_dead = [r for r in mine if r.backend == pod and r.outcome != "answered"]
     return {
         "pod": pod, "requests": len(mine), "failures": len(failed),
-        "first_failure_s": round(failed[0]["t"] - kill_t, 6) if failed else None,
-        "outage_s": round(failed[-1]["t"] - kill_t, 6) if failed else 0.0,
+        "first_failure_s": round(failed[0].t - kill_t, 6) if failed else None,
+        "outage_s": round(failed[-1].t - kill_t, 6) if failed else 0.0,
         "failures_to_dead_backend": len(last_dead),
     }
 
 
-def readmission(rows: list[dict], loop: str, restart_t: float, pod: str) -> dict:
-    back = [r for r in rows if r["name"] == loop and r["t"] >= restart_t and r["backend"] == pod and r["outcome"] == "answered"]
-    return {"pod": pod, "readmit_s": round(back[0]["t"] - restart_t, 6) if back else None}
+def readmission(rows: Iterable[RequestRecord], loop: str, restart_t: float, pod: str) -> dict:
+    back = [r for r in rows if r.name == loop and r.t >= restart_t and r.backend == pod and r.outcome == "answered"]
+    return {"pod": pod, "readmit_s": round(back[0].t - restart_t, 6) if back else None}
 
 
-def service_measurements(obs: dict, scenario) -> dict:
-    """Everything the diff needs from one backend's observations."""
-    rows = obs.get("traffic", [])
-    out: dict = {"requests": {}, "kills": [], "holds": obs.get("holds", []), "syscalls": obs.get("syscalls", [])}
+def service_measurements(obs: Observations, scenario: Scenario) -> dict:
+    """Everything the service diff needs from one backend's observations (JSON-ready).
+
+    ``requests`` is keyed by traffic step name, ``kills`` by ``LOOP/KILL-KEY``
+    (the kill record's key, e.g. ``loop/kill default/webpod1@5``), ``holds`` and
+    ``syscalls`` are the records' JSON forms (each with its ``key``).
+    """
+    rows = obs.requests
+    out: dict = {"requests": {}, "kills": [], "holds": [h.as_dict() for h in obs.holds],
+                 "syscalls": [s.as_dict() for s in obs.syscalls]}
     for step in scenario.steps:
         if step.kind in ("requests", "loop"):
             t = step.traffic
             out["requests"][t.name] = {"backends": dict(backend_counts(rows, t.name)), "outcomes": dict(outcomes(rows, t.name))}
     loops = [s.traffic for s in scenario.steps if s.kind == "loop"]
-    kills = obs.get("kills", [])
+    kills = obs.kills
     for i, k in enumerate(kills):
-        if k["action"] != "kill":
+        if k.action != "kill":
             continue
-        restart = next((r for r in kills[i + 1:] if r["action"] == "restart" and r["pod"] == k["pod"]), None)
+        restart = next((r for r in kills[i + 1:] if r.action == "restart" and r.pod == k.pod), None)
         for loop in loops:
-            entry = {"loop": loop.name, "kill_t": k["t"], **outage(rows, loop.name, k["t"], k["pod"], restart["t"] if restart else None)}
+            entry = {"key": f"{loop.name}/{k.key}", "loop": loop.name, "kill_t": k.t,
+                     **outage(rows, loop.name, k.t, k.pod, restart.t if restart else None)}
             if restart:
-                entry.update(readmission(rows, loop.name, restart["t"], k["pod"]))
+                entry.update(readmission(rows, loop.name, restart.t, k.pod))
             out["kills"].append(entry)
     return out

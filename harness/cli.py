@@ -8,18 +8,49 @@
   twin demo [--out DIR]
   twin cleanup
 
-Exit codes: 0 ok; 1 disagreement, failed expectation or (validate --strict) warnings; 2 bad input.
+Exit codes (scripts and CI rely on them):
+  0    ok
+  1    backends disagree, an expectation failed, (validate --strict) warnings, or an operational
+       failure (e.g. the datapath could not be built)
+  2    bad input: manifests, values, scenario or command-line arguments (findings on stderr)
+  3    a requested backend could not run here (`twin run --backend real|both` without root,
+       bcc, kernel headers ...); the reason is on stderr and in result.json (`unavailable`)
+  70   internal error (a bug in twin): one line on stderr, the traceback in a file it names
+  130  interrupted (Ctrl-C)
+
+This module is a thin adapter: it parses arguments, calls the semantics or the
+runner, and prints; verdict aggregation lives in ``twin.semantics.verdict``,
+text rendering in ``reports``.
 """
 from __future__ import annotations
 
 import argparse
-import csv
-import io
+import ipaddress
 import json
+import os
+import re
 import sys
+import tempfile
+import time
+import traceback
 
-from twin.model.enums import Protocol, Severity
+from twin.model.enums import Severity
 from twin.model.findings import InputError, TwinError, error
+
+
+#: a Kubernetes object name (RFC 1123 label or subdomain)
+NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+EXIT_INTERNAL = 70
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number 0..65535, got {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0..65535, got {port}")
+    return port
 
 
 def _add_inputs(p: argparse.ArgumentParser) -> None:
@@ -52,57 +83,96 @@ def cmd_validate(args) -> int:
     return 1 if (args.strict and warnings) else 0
 
 
+def _print(text: str) -> None:
+    if text:
+        print(text)
+
+
 def cmd_show(args) -> int:
+    from reports.cli_text import show_text
     data = _view(args).show()
     if args.json:
         print(json.dumps(data, indent=2))
-        return 0
-    for p in data["pods"]:
-        bw = f" egress≤{p['egress_bandwidth_bps']} bit/s" if p["egress_bandwidth_bps"] else ""
-        print(f"pod {p['namespace']}/{p['name']:30} {p['node']:8} {p['ip']:15} id={p['identity']}{bw}")
-    for s in data["services"]:
-        lb = f" lb={','.join(s['lb_ips'])}" if s["lb_ips"] else ""
-        l2 = f" l2={','.join(s['l2']['candidate_nodes'])}" if s["l2"]["announced"] else ""
-        print(f"svc {s['namespace']}/{s['name']:30} {s['type']:12} {s['cluster_ip']}{lb}{l2} → {len(s['backends'])} backend(s)")
-    for f in data["findings"]:
-        print(f"{f['severity']}: {f['object']} {f['field']}: {f['message']}")
+    else:
+        _print(show_text(data))
     return 0
 
 
-def cmd_verdict(args) -> int:
+CLI = "<command line>"
+
+
+def _arg_error(field: str, message: str) -> InputError:
+    return InputError([error("twin verdict", field, message, CLI)])
+
+
+def _name_ok(name: str) -> bool:
+    return bool(NAME_RE.fullmatch(name))
+
+
+def _pod_arg(field: str, value: str) -> str:
+    """``POD`` (in ``default``) or ``NS/POD`` → ``NS/POD``; anything else is an argument error."""
+    parts = value.split("/")
+    if len(parts) == 1:
+        parts = ["default", value]
+    if len(parts) != 2 or not all(_name_ok(x) for x in parts):
+        raise _arg_error(field, f"{value!r} is not NS/POD (or POD in namespace default)")
+    return "/".join(parts)
+
+
+def _dst_arg(value: str) -> str:
+    from twin.model.scenario import service_key
+    key = service_key(value)
+    if key is not None:
+        parts = key.split("/")
+        if len(parts) != 2 or not all(_name_ok(x) for x in parts):
+            raise _arg_error("--to", f"{value!r} is not svc:NS/NAME (or svc:NAME in namespace default)")
+        return value
+    if value == "external":
+        return value
+    try:
+        ipaddress.IPv4Address(value)
+        return value
+    except ValueError:
+        return _pod_arg("--to", value)
+
+
+#: which command-line argument a probe field came from
+_PROBE_ARGS = {"from": "--from", "to": "--to", "port": "--port", "kind": "--protocol"}
+
+
+def _cli_probe(args):
+    """The flow ``twin verdict`` asks about, checked against the cluster; every problem
+    is an :class:`InputError` naming the argument."""
     from twin.model.scenario import Probe
-    from twin.semantics.probe import predict, resolve_targets
-    view = _view(args)
+    if args.protocol == "SCTP":
+        raise _arg_error("--protocol", "SCTP flows are not supported by `twin verdict` (no SCTP probe exists; "
+                                       "`twin truth-table --protocol SCTP` evaluates SCTP policy)")
+    if args.protocol != "TCP" and (args.method or args.path):
+        raise _arg_error("--method" if args.method else "--path", f"HTTP needs --protocol TCP, not {args.protocol}")
+    src, dst = _pod_arg("--from", args.src), _dst_arg(args.dst)
     kind = {"ICMP": "ping", "UDP": "udp"}.get(args.protocol, "http" if args.method or args.path else "tcp")
-    if args.protocol in ("UDP", "SCTP") and (args.method or args.path):
-        raise InputError([error("<cli>", "--method", "HTTP needs --protocol TCP")])
-    src = args.src if "/" in args.src else f"default/{args.src}"
-    probe = Probe("cli", src, args.dst, kind, args.port, args.method or "GET", args.path or "/")
-    preds = [predict(view, probe, t) for t in resolve_targets(view, probe)]
-    rows = [{"verdict": p.verdict, "layer": p.layer, "drop_reason": p.drop_reason, "http_status": p.http_status,
-             "explanation": p.explanation, "destination": p.target.dst, "destination_ip": str(p.target.dst_ip),
-             "port": p.target.port, "src_identity": p.src_identity, "dst_identity": p.dst_identity} for p in preds]
-    if not rows:
-        out = {"verdict": "DROPPED", "layer": "L3/L4", "drop_reason": "Service backend not found",
-               "http_status": None, "explanation": f"{args.dst} has no backends: Cilium drops the connection attempt",
-               "backends": []}
-    elif len(rows) == 1 and not args.dst.startswith("svc:"):
-        out = rows[0]
-    else:
-        out = {"verdict": "FORWARDED" if all(r["verdict"] == "FORWARDED" for r in rows) else "DROPPED",
-               "layer": rows[0]["layer"], "drop_reason": next((r["drop_reason"] for r in rows if r["drop_reason"]), None),
-               "http_status": next((r["http_status"] for r in rows if r["http_status"]), None),
-               "explanation": "; ".join(f"{r['destination']}: {r['verdict']}" for r in rows) + " (per backend below)",
-               "backends": rows}
+    return Probe("cli", src, dst, kind, args.port, args.method or "GET", args.path or "/")
+
+
+def cmd_verdict(args) -> int:
+    from reports.cli_text import verdict_text
+    from twin.semantics.verdict import flow_verdict
+    probe = _cli_probe(args)
+    view = _view(args)
+    try:
+        out, rows = flow_verdict(view, probe)
+    except InputError as exc:  # name the argument, not the internal probe
+        raise InputError([error("twin verdict", _PROBE_ARGS.get(f.field, f.field), f.message, CLI)
+                          for f in exc.findings]) from None
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        for r in rows or [out]:
-            print(f"{r['verdict']:9} {src} → {r.get('destination', args.dst)}: {r['explanation']}")
+        _print(verdict_text(probe.src, args.dst, out, rows))
     return 0
 
 
 def cmd_truth_table(args) -> int:
+    from reports.cli_text import truth_table_csv, truth_table_text
     from twin.semantics.truth import truth_table
     view = _view(args)
     ports = args.port or [80]
@@ -110,14 +180,9 @@ def cmd_truth_table(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
     elif args.csv:
-        buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=list(rows[0].keys()) if rows else ["src"])
-        w.writeheader()
-        w.writerows(rows)
-        print(buf.getvalue(), end="")
+        print(truth_table_csv(rows), end="")
     else:
-        for r in rows:
-            print(f"{r['src']:40} → {r['dst']:40} {r['protocol']}/{r['port']:<5} {r['verdict']}")
+        _print(truth_table_text(rows))
     return 0
 
 
@@ -153,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_inputs(p)
     p.add_argument("--from", dest="src", required=True, metavar="NS/POD")
     p.add_argument("--to", dest="dst", required=True, metavar="NS/POD|svc:NS/NAME")
-    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--port", type=_port, default=0)
     p.add_argument("--protocol", default="TCP", choices=["TCP", "UDP", "SCTP", "ICMP"])
     p.add_argument("--method")
     p.add_argument("--path")
@@ -161,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_verdict)
     p = sub.add_parser("truth-table", help="verdicts for every pod pair")
     _add_inputs(p)
-    p.add_argument("--port", type=int, action="append")
+    p.add_argument("--port", type=_port, action="append")
     p.add_argument("--protocol", default="TCP", choices=["TCP", "UDP", "SCTP", "ICMP"])
     g = p.add_mutually_exclusive_group()
     g.add_argument("--json", action="store_true")
@@ -181,6 +246,27 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _internal_error(args, exc: BaseException) -> int:
+    """A bug, not bad input: one line on stderr, the traceback in a file (the run's out
+    directory when it has one, else $TMPDIR)."""
+    where = getattr(args, "out", None)
+    try:
+        if where:
+            os.makedirs(where, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix=f"twin-internal-error-{time.strftime('%Y%m%d-%H%M%S')}-", suffix=".txt",
+                                    dir=where or None)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"twin {' '.join(sys.argv[1:])}\n\n")
+            fh.write("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        saved = f"the traceback is in {path}"
+    except OSError as write_exc:
+        saved = f"the traceback could not be saved ({write_exc})"
+    print(f"twin: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    print(f"twin: this is a bug in twin, not in your input; {saved}; please report it with that file",
+          file=sys.stderr)
+    return EXIT_INTERNAL
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -195,6 +281,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("twin: interrupted; kernel objects were cleaned up", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader closed the pipe (`twin truth-table ... | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against a bare traceback
+        return _internal_error(args, exc)
 
 
 if __name__ == "__main__":

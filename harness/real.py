@@ -10,6 +10,10 @@ the source pod's namespace.  Its verdict comes from what the tool saw
 (answered or refused = forwarded; timed out = dropped) and the BPF flow
 events of that flow give the drop reason, direction and node; where the two
 disagree, the record says so in ``evidence`` and the diff shows it.
+
+``RealBackend`` is the :class:`~twin.model.run.Backend` the harness runs: it
+builds a ``RealCluster`` and walks the scenario's steps with the one step
+dispatch (``twin.model.run.dispatch``), returning typed observations.
 """
 from __future__ import annotations
 
@@ -23,8 +27,9 @@ from dataclasses import dataclass, field
 from twin.model.enums import Direction, DropReason, Protocol
 from twin.model.findings import TwinError
 from twin.model.objects import Cluster
-from twin.model.observations import FlowRecord
-from twin.model.scenario import Probe
+from twin.model.observations import Event, FlowRecord, KillRecord, Observations
+from twin.model.run import RunInputs, dispatch, needs_services
+from twin.model.scenario import Probe, Step
 from twin.semantics.probe import ProbeTarget, resolve_targets
 from twin.semantics.view import ClusterView
 
@@ -261,72 +266,102 @@ def observe_probe(rc: RealCluster, view: ClusterView, probe: Probe, target: Prob
     )
 
 
-def run_real(inputs) -> dict:
-    """Run a scenario on the real datapath; returns observations like the twin's."""
-    scenario, cluster = inputs.scenario, inputs.cluster
-    flows: list[FlowRecord] = []
-    events: list[dict] = []
-    wall0 = time.perf_counter()
-    from harness.services_real import RealPipeline, RealTraffic
-    needs_services = any(s.kind in ("requests", "loop", "hold", "kill", "restart", "syscalls") for s in scenario.steps)
-    kills: list[dict] = []
-    with RealCluster(cluster) as rc:
-        events.append({"t": 0.0, "event": "built", "seconds": round(time.perf_counter() - wall0, 3)})
-        t0 = time.monotonic()
-        pipeline = RealPipeline(rc, t0, events) if needs_services else None
-        traffic = RealTraffic(rc, t0, scenario.settings)
-        try:
-            _run_steps(inputs, rc, traffic, flows, events, kills, t0)
-        finally:
-            traffic.close()
-            if pipeline:
-                pipeline.close()
-    events.sort(key=lambda e: e["t"])
-    return {"flows": [f.as_dict() for f in flows], "events": events, "traffic": traffic.rows,
-            "holds": traffic.hold_results, "syscalls": traffic.syscall_results, "kills": kills,
-            "wall_seconds": round(time.perf_counter() - wall0, 3)}
+class RealBackend:
+    """The real datapath as a :class:`~twin.model.run.Backend`: a topology of
+    namespaces, one BPF datapath (and socket LB) per node, real tools in the pods."""
+
+    name = "real"
+
+    def unavailable_reason(self) -> str | None:
+        return real_unavailable_reason()
+
+    def run(self, inputs: RunInputs, seed: int) -> Observations:
+        from harness.services_real import RealPipeline, RealTraffic
+        obs = Observations(self.name)
+        log: list[dict] = []  # shared with the pipeline's prober threads (they append dicts)
+        wall0 = time.perf_counter()
+        with RealCluster(inputs.cluster) as rc:
+            log.append({"t": 0.0, "event": "built", "seconds": round(time.perf_counter() - wall0, 3)})
+            t0 = time.monotonic()
+            pipeline = RealPipeline(rc, t0, log, seed=seed) if needs_services(inputs.scenario) else None
+            traffic = RealTraffic(rc, t0, inputs.scenario.settings)
+            steps = _RealSteps(inputs, rc, traffic, obs, log, t0)
+            try:
+                for step in inputs.scenario.steps:
+                    log.append({"t": steps.now(), "event": "step", "step": step.index, "kind": step.kind})
+                    dispatch(steps, step)
+                for name in list(traffic.loops):  # loops the scenario never awaited
+                    traffic.await_loop(name)
+            finally:
+                traffic.close()
+                if pipeline:
+                    pipeline.close()
+        obs.events = [Event(round(e["t"], 6), e["event"], {k: v for k, v in e.items() if k not in ("t", "event")})
+                      for e in list(log)]
+        obs.requests, obs.holds, obs.syscalls = traffic.rows, traffic.hold_results, traffic.syscall_results
+        obs.wall_seconds = round(time.perf_counter() - wall0, 3)
+        return obs
 
 
-def _run_steps(inputs, rc: RealCluster, traffic, flows: list, events: list, kills: list, t0: float) -> None:
-    scenario, cluster = inputs.scenario, inputs.cluster
-    current = cluster
-    view = ClusterView(current)
-    for step in scenario.steps:
-        now = round(time.monotonic() - t0, 6)
-        events.append({"t": now, "event": "step", "step": step.index, "kind": step.kind})
-        if step.kind in ("apply", "delete"):
-            if step.kind == "apply":
-                for pol in inputs.applies[step.index]:
-                    current = current.with_policy(pol)
-            else:
-                _, ns, name = step.target.split("/")
-                current = current.without_policy(f"{ns}/{name}")
-            prog = rc.program(current)
-            view = ClusterView(current)
-            for node, secs in prog.seconds.items():
-                events.append({"t": round(time.monotonic() - t0, 6), "event": "maps-reconciled", "node": node,
-                               "seconds": secs, **prog.changes[node]})
-        elif step.kind == "wait":
-            time.sleep(step.seconds)
-        elif step.kind == "probe":
-            for target in resolve_targets(view, step.probe):
-                flows.append(observe_probe(rc, view, step.probe, target, step.index, t0,
-                                           scenario.settings.probe_timeout_s))
-        elif step.kind == "requests":
-            traffic.requests(step.traffic)
-        elif step.kind == "loop":
-            traffic.start_loop(step.traffic)
-        elif step.kind == "await":
-            traffic.await_loop(step.name)
-        elif step.kind == "hold":
-            traffic.hold(step.hold)
-        elif step.kind == "check":
-            traffic.check(step.name)
-        elif step.kind == "syscalls":
-            traffic.syscalls(step.traffic)
-        elif step.kind in ("kill", "restart"):
-            t = rc.topo.kill_server(step.pod) if step.kind == "kill" else rc.topo.start_server(step.pod)
-            kills.append({"t": round(t - t0, 6), "action": step.kind, "pod": step.pod})
-            events.append({"t": round(t - t0, 6), "event": step.kind, "pod": step.pod})
-    for name in list(traffic.loops):
-        traffic.await_loop(name)
+class _RealSteps:
+    """The step handlers of one real run (blocking); :func:`twin.model.run.dispatch` calls them."""
+
+    def __init__(self, inputs: RunInputs, rc: RealCluster, traffic, obs: Observations, log: list[dict], t0: float):
+        self.inputs, self.rc, self.traffic, self.obs, self.log, self.t0 = inputs, rc, traffic, obs, log, t0
+        self.view = ClusterView(inputs.cluster)
+
+    def now(self) -> float:
+        return round(time.monotonic() - self.t0, 6)
+
+    def _change(self, step: Step) -> None:
+        desired = self.inputs.after(step)
+        prog = self.rc.program(desired)
+        self.view = ClusterView(desired)
+        for node, secs in prog.seconds.items():
+            self.log.append({"t": self.now(), "event": "maps-reconciled", "node": node, "seconds": secs,
+                             **prog.changes[node]})
+
+    def _server(self, step: Step, t: float) -> None:
+        self.obs.kills.append(KillRecord(round(t - self.t0, 6), step.kind, step.pod, step.index))
+        self.log.append({"t": round(t - self.t0, 6), "event": step.kind, "pod": step.pod})
+
+    def on_probe(self, step: Step) -> None:
+        for target in resolve_targets(self.view, step.probe):
+            self.obs.flows.append(observe_probe(self.rc, self.view, step.probe, target, step.index, self.t0,
+                                                self.inputs.scenario.settings.probe_timeout_s))
+
+    def on_apply(self, step: Step) -> None:
+        self._change(step)
+
+    def on_delete(self, step: Step) -> None:
+        self._change(step)
+
+    def on_wait(self, step: Step) -> None:
+        time.sleep(step.seconds)
+
+    def on_note(self, step: Step) -> None:
+        pass
+
+    def on_requests(self, step: Step) -> None:
+        self.traffic.requests(step.traffic)
+
+    def on_loop(self, step: Step) -> None:
+        self.traffic.start_loop(step.traffic)
+
+    def on_await(self, step: Step) -> None:
+        self.traffic.await_loop(step.name)
+
+    def on_hold(self, step: Step) -> None:
+        self.traffic.hold(step.hold)
+
+    def on_check(self, step: Step) -> None:
+        self.traffic.check(step.name)
+
+    def on_syscalls(self, step: Step) -> None:
+        self.traffic.syscalls(step.traffic)
+
+    def on_kill(self, step: Step) -> None:
+        self._server(step, self.rc.topo.kill_server(step.pod))
+
+    def on_restart(self, step: Step) -> None:
+        self._server(step, self.rc.topo.start_server(step.pod))

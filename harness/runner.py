@@ -1,29 +1,45 @@
-"""Scenario runner: one scenario, two backends (twin, real), one result.
+"""Scenario runner: one scenario, the requested backends, one result.
 
 ``run_scenario`` loads the scenario and its inputs (exit 2 on bad input,
-before anything is built), runs the requested backends, checks each
-probe's expectations on each backend, diffs the flow records by key and
-writes ``DIR/result.json``.
+before anything is built), asks each requested :class:`~twin.model.run.Backend`
+whether it can run here, runs those that can through the protocol, checks
+each backend's expectations, diffs the backends' typed observations BY KEY
+(flows, requests per traffic step, hold checks, syscall facts, kills — a
+record present on one side only is itself a disagreement) and writes
+``DIR/result.json``.
+
+A requested backend that cannot run is recorded in ``result["unavailable"]``
+and makes the result not ok; ``twin run`` then exits 3.  A backend that fails
+during the run (an operational error) is recorded in ``result["failed"]``
+(exit 1); what the other backend observed is still written.  Only ``twin demo``
+may degrade to the twin (``allow_unavailable``), and the result says so in
+``result["degraded"]``.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
-import time
-from dataclasses import dataclass
+from collections import Counter
 from pathlib import Path
 
 from harness.analysis import chi2_test, service_measurements
-from harness.diff import Field, diff_tables, verdict_changes
-from harness.inputs import load_cluster, read_source, rel
-from twin.model.build import parse_policy_source
+from harness.diff import Field, diff_tables, unique_keys, verdict_changes
+from harness.inputs import load_run_inputs
+from harness.real import RealBackend
+from twin.model.enums import Protocol
 from twin.model.findings import InputError, TwinError, error
-from twin.model.objects import Cluster, NetworkPolicy
-from twin.model.scenario import Scenario, parse_scenario, service_key
+from twin.model.observations import FlowRecord, Observations
+from twin.model.run import Backend, RunInputs
+from twin.model.scenario import Scenario, service_key
 from twin.semantics.lb import frontend, lb_table
-from twin.sim import SimConfig, simulate
-from twin.sim.services import predictions as service_predictions
+from twin.sim.backend import TwinBackend
+
+#: kept for callers of the old name
+load_inputs = load_run_inputs
+
+#: exit code of ``twin run`` when a requested backend could not run
+EXIT_UNAVAILABLE = 3
 
 #: Fields compared between backends.  Timing is not compared for L3/L4 runs
 #: (the twin's latencies are predictions, reported side by side).
@@ -35,67 +51,32 @@ DIFF_FIELDS = [
     Field("port"),
     Field("body"),
 ]
+SYSCALL_FIELDS = [Field("connect"), Field("getsockname_ip"), Field("getpeername"), Field("capture_has_frontend")]
 
 
-@dataclass
-class RunInputs:
-    scenario: Scenario
-    cluster: Cluster
-    applies: dict[int, list[NetworkPolicy]]
+def backends() -> dict[str, Backend]:
+    """Every backend by name; the runner uses them through the Backend protocol only."""
+    return {"twin": TwinBackend(), "real": RealBackend()}
 
 
-def load_inputs(path: str) -> RunInputs:
-    scenario = parse_scenario(read_source(path))
-    manifests = [rel(path, m) for m in scenario.manifests]
-    values = rel(path, scenario.values) if scenario.values else None
-    cluster = load_cluster(manifests, values)
-    applies = {}
-    current = cluster
-    for step in scenario.steps:
-        if step.kind == "apply":
-            pols = parse_policy_source(read_source(rel(path, step.path)))
-            applies[step.index] = pols
-            for p in pols:
-                current = current.with_policy(p)
-        elif step.kind == "delete":
-            _, ns, name = step.target.split("/")
-            try:
-                current = current.without_policy(f"{ns}/{name}")
-            except KeyError:
-                raise InputError([error(f"Scenario {scenario.name}", f"steps[{step.index}].delete",
-                                        f"{step.target} does not exist at this point of the scenario", path, step.line)])
-    # Probes must resolve against the cluster (pods and services never change along a run).
-    from twin.semantics.probe import resolve_targets
-    from twin.semantics.view import ClusterView
-    view = ClusterView(cluster)
-    for step in scenario.steps:
-        if step.kind == "probe":
-            try:
-                resolve_targets(view, step.probe)
-            except InputError as exc:  # name the scenario step, not the bare probe
-                raise InputError([error(f"Scenario {scenario.name}", f"steps[{step.index}].probe.{f.field}",
-                                        f.message, path, step.line) for f in exc.findings]) from None
-    return RunInputs(scenario, cluster, applies)
-
-
-def check_expectations(scenario: Scenario, flows: list[dict], backend: str) -> list[dict]:
+def check_expectations(scenario: Scenario, flows: list[FlowRecord], backend: str) -> list[dict]:
     probes = {s.probe.name: s.probe for s in scenario.steps if s.kind == "probe"}
     out = []
     seen = set()
     for f in flows:
-        p = probes[f["probe"]]
+        p = probes[f.probe]
         seen.add(p.name)
-        checks = [("verdict", p.expect, f["verdict"])]
+        checks = [("verdict", p.expect, f.verdict)]
         if p.expect_status is not None:
-            checks.append(("http_status", p.expect_status, f.get("http_status")))
+            checks.append(("http_status", p.expect_status, f.http_status))
         if p.expect_body is not None:
-            checks.append(("body", p.expect_body, f.get("body")))
+            checks.append(("body", p.expect_body, f.body))
         for field, want, got in checks:
             if want is None:
                 continue
             ok = (want in (got or "")) if field == "body" else (want == got)
             if not ok:
-                out.append({"backend": backend, "probe": p.name, "dst": f["dst"], "field": field, "expected": want, "got": got})
+                out.append({"backend": backend, "probe": p.name, "dst": f.dst, "field": field, "expected": want, "got": got})
     for name, p in probes.items():
         if name not in seen and p.expect == "FORWARDED":
             out.append({"backend": backend, "probe": name, "dst": p.dst, "field": "records", "expected": "≥1", "got": 0})
@@ -109,21 +90,9 @@ def _explain(twin: dict, real: dict | None) -> str:
     return " | ".join(parts)
 
 
-def run_twin(inputs: RunInputs, seed: int) -> dict:
-    t0 = time.perf_counter()
-    res = simulate(inputs.scenario, inputs.cluster, inputs.applies, SimConfig(seed=seed))
-    loops = [s.traffic for s in inputs.scenario.steps if s.kind == "loop"]
-    kills = [(s.pod, loops[0] if loops else None) for s in inputs.scenario.steps if s.kind == "kill"]
-    return {"flows": [f.as_dict() for f in res.flows], "events": res.events, "traffic": res.traffic,
-            "holds": res.holds, "syscalls": res.syscalls, "kills": res.kills,
-            "predictions": service_predictions(inputs.cluster, kills),
-            "virtual_seconds": round(res.end_time, 6), "wall_seconds": round(time.perf_counter() - t0, 3)}
-
-
 def expected_shares(inputs: RunInputs, traffic) -> dict[str, float]:
     """The twin's prediction of backend shares for a requests step: uniform over
     the frontend's active backends (endpoint states as at the start of the run)."""
-    from twin.model.enums import Protocol
     svc = inputs.cluster.service(service_key(traffic.dst))
     fe = frontend(lb_table(inputs.cluster), svc.cluster_ip, traffic.port,
                   Protocol.UDP if traffic.kind == "udp" else Protocol.TCP)
@@ -131,18 +100,18 @@ def expected_shares(inputs: RunInputs, traffic) -> dict[str, float]:
     return {b.pod: 1 / len(active) for b in active}
 
 
-def _stage_story(twin_obs: dict, real_obs: dict, pod: str) -> str:
+def _stage_story(twin_obs: Observations, real_obs: Observations, pod: str) -> str:
     """Which stage of the endpoint pipeline differed, from both event logs."""
-    def stages(obs):
-        kill = next((k["t"] for k in obs.get("kills", []) if k["action"] == "kill" and k["pod"] == pod), None)
+    def stages(obs: Observations) -> dict:
+        kill = next((k.t for k in obs.kills if k.action == "kill" and k.pod == pod), None)
         if kill is None:
             return {}
-        ev = [e for e in obs.get("events", []) if e["t"] >= kill]
+        ev = [e for e in obs.events if e.t >= kill]
         out = {}
-        for name, pred in (("probing (kill → NotReady)", lambda e: e["event"] == "pod-not-ready" and e.get("pod") == pod),
-                           ("status", lambda e: e["event"] == "status-updated" and e.get("pod") == pod),
-                           ("agents (last node updated)", lambda e: e["event"] in ("agent-regenerated", "agent-lb-updated"))):
-            hits = [e["t"] for e in ev if pred(e)]
+        for name, pred in (("probing (kill → NotReady)", lambda e: e.event == "pod-not-ready" and e.get("pod") == pod),
+                           ("status", lambda e: e.event == "status-updated" and e.get("pod") == pod),
+                           ("agents (last node updated)", lambda e: e.event in ("agent-regenerated", "agent-lb-updated"))):
+            hits = sorted(e.t for e in ev if pred(e))
             if hits:
                 out[name] = round((hits[-1] if name.startswith("agents") else hits[0]) - kill, 3)
         return out
@@ -151,12 +120,19 @@ def _stage_story(twin_obs: dict, real_obs: dict, pod: str) -> str:
     return "; ".join(parts)
 
 
-def check_service_expectations(inputs: RunInputs, meas: dict, obs: dict, backend: str) -> list[dict]:
-    """Expectations that hold on one backend alone: hold checks, syscall facts, shares."""
+def check_service_expectations(inputs: RunInputs, meas: dict, backend: str) -> list[dict]:
+    """Expectations that hold on one backend alone: hold checks (the n-th check of a
+    hold against that hold's n-th result) and syscall facts."""
     out = []
-    checks = [s for s in inputs.scenario.steps if s.kind == "check"]
-    for step, h in zip(checks, meas["holds"]):
-        if h["state"] != step.expect:
+    holds = {h["key"]: h for h in unique_keys(meas["holds"])}
+    nth: Counter = Counter()
+    for step in (s for s in inputs.scenario.steps if s.kind == "check"):
+        nth[step.name] += 1
+        h = holds.get(step.name if nth[step.name] == 1 else f"{step.name}#{nth[step.name]}")
+        if h is None:
+            out.append({"backend": backend, "probe": step.name, "dst": None, "field": "hold",
+                        "expected": step.expect, "got": "no check result"})
+        elif h["state"] != step.expect:
             out.append({"backend": backend, "probe": step.name, "dst": h.get("backend"), "field": "hold",
                         "expected": step.expect, "got": h["state"]})
     for sc in meas["syscalls"]:
@@ -169,8 +145,8 @@ def check_service_expectations(inputs: RunInputs, meas: dict, obs: dict, backend
     return out
 
 
-def diff_services(inputs: RunInputs, twin_obs: dict, twin: dict, real: dict, real_obs: dict) -> list[dict]:
-    """Service-level disagreements: shares (chi-square), outage windows, holds, syscalls."""
+def _diff_requests(inputs: RunInputs, twin: dict, real: dict) -> list[dict]:
+    """Per ``requests`` step (by name): backend shares against the prediction, and the outcome kinds."""
     out = []
     st = inputs.scenario.settings
     for step in inputs.scenario.steps:
@@ -179,30 +155,40 @@ def diff_services(inputs: RunInputs, twin_obs: dict, twin: dict, real: dict, rea
         t = step.traffic
         shares = expected_shares(inputs, t)
         if "?" in real["requests"].get(t.name, {}).get("backends", {}):
-            real["requests"][t.name]["chi2"] = {"skipped": "the answers do not name their backend"}
+            real["requests"].setdefault(t.name, {})["chi2"] = {"skipped": "the answers do not name their backend"}
             shares = None
         for name, meas in (("real", real), ("twin", twin)) if shares else ():
             res = chi2_test(meas["requests"].get(t.name, {}).get("backends", {}), shares)
             meas["requests"].setdefault(t.name, {})["chi2"] = res
             if res["p_value"] < st.chi2_alpha:
                 out.append({"key": t.name, "field": "backend shares", "twin": {k: round(v, 3) for k, v in shares.items()},
-                            "real" if name == "real" else "twin-sample": meas["requests"][t.name]["backends"],
+                            "real" if name == "real" else "twin-sample": meas["requests"][t.name].get("backends", {}),
                             "why": f"chi-square p={res['p_value']} < alpha={st.chi2_alpha} on the {name} sample " + res.get("why", "")})
-        kinds_t = set(twin["requests"].get(t.name, {}).get("outcomes", {}))
-        kinds_r = set(real["requests"].get(t.name, {}).get("outcomes", {}))
-        if kinds_t != kinds_r:
-            out.append({"key": t.name, "field": "outcomes", "twin": twin["requests"].get(t.name, {}).get("outcomes"),
-                        "real": real["requests"].get(t.name, {}).get("outcomes"),
-                        "why": "the kinds of request outcomes differ (answered / refused / timeout / EHOSTUNREACH)"})
-    preds = {p["pod"]: p for p in twin_obs.get("predictions", [])}
-    for kt, kr in zip(twin["kills"], real["kills"]):
-        p = preds.get(kr["pod"])
-        if not p:
+        kinds_t = twin["requests"].get(t.name, {}).get("outcomes", {})
+        kinds_r = real["requests"].get(t.name, {}).get("outcomes", {})
+        if set(kinds_t) != set(kinds_r):
+            out.append({"key": t.name, "field": "outcomes", "twin": kinds_t or None, "real": kinds_r or None,
+                        "why": "the kinds of request outcomes differ (answered / refused / timeout / EHOSTUNREACH)"
+                               + ("" if kinds_t and kinds_r else "; one backend has no requests for this step")})
+    return out
+
+
+def _diff_kills(inputs: RunInputs, twin_obs: Observations, real_obs: Observations, twin: dict, real: dict) -> list[dict]:
+    """Per kill (by key ``LOOP/kill POD@STEP``): both outage windows against the twin's
+    predicted interval, and readmission after a restart; a kill seen by one backend only
+    is a disagreement."""
+    st = inputs.scenario.settings
+    out = diff_tables(twin["kills"], real["kills"], "key", [], ("twin", "real"))
+    preds = {p["pod"]: p for p in twin_obs.predictions}
+    tk = {k["key"]: k for k in twin["kills"]}
+    for kr in real["kills"]:
+        kt, p = tk.get(kr["key"]), preds.get(kr["pod"])
+        if kt is None or not p:
             continue
         lo, hi = p["outage_s"]
         for name, k in (("real", kr), ("twin", kt)):
             if not (lo - st.outage_tolerance_s <= k["outage_s"] <= hi + st.outage_tolerance_s):
-                out.append({"key": f"{k['loop']}/kill {k['pod']}", "field": "outage window",
+                out.append({"key": k["key"], "field": "outage window",
                             "twin": [round(lo, 3), round(hi, 3)], name if name == "real" else "twin-sample": k["outage_s"],
                             "why": f"the {name} outage {k['outage_s']} s is outside the predicted interval ±{st.outage_tolerance_s} s; "
                                    + _stage_story(twin_obs, real_obs, kr["pod"])})
@@ -210,74 +196,118 @@ def diff_services(inputs: RunInputs, twin_obs: dict, twin: dict, real: dict, rea
             rlo, rhi = p["readmit_s"]
             got = kr.get("readmit_s")
             if got is None or not (0 <= got <= rhi + st.outage_tolerance_s):
-                out.append({"key": f"{kr['loop']}/restart {kr['pod']}", "field": "readmission",
-                            "twin": [round(rlo, 3), round(rhi, 3)], "real": got,
+                out.append({"key": kr["key"], "field": "readmission", "twin": [round(rlo, 3), round(rhi, 3)], "real": got,
                             "why": "the restarted backend came back later than the pipeline predicts (or never)"})
-    for a, b in zip(twin["holds"], real["holds"]):
-        if a["state"] != b["state"]:
-            out.append({"key": f"hold {a['hold']}", "field": "state", "twin": a["state"], "real": b["state"],
-                        "why": f"long-lived connection to {b.get('backend')}"})
-    for a, b in zip(twin["syscalls"], real["syscalls"]):
-        for f in ("connect", "getsockname_ip", "getpeername", "capture_has_frontend"):
-            if a.get(f) != b.get(f):
-                out.append({"key": a["name"], "field": f, "twin": a.get(f), "real": b.get(f),
-                            "why": "socket-LB syscall view differs"})
-    if len(twin["kills"]) != len(real["kills"]) or len(twin["holds"]) != len(real["holds"]):
-        out.append({"key": "service observations", "field": "<rows>", "twin": [len(twin["kills"]), len(twin["holds"])],
-                    "real": [len(real["kills"]), len(real["holds"])], "why": "the backends observed different numbers of kills/holds"})
     return out
 
 
-def run_scenario(path: str, backend: str = "both", out: str | None = None, seed: int = 1) -> dict:
-    inputs = load_inputs(path)
-    backends = ["twin", "real"] if backend == "both" else [backend]
-    observations: dict[str, dict] = {}
-    if "twin" in backends:
-        observations["twin"] = run_twin(inputs, seed)
-    if "real" in backends:
-        from harness.real import real_unavailable_reason, run_real
-        reason = real_unavailable_reason()
+def diff_services(inputs: RunInputs, twin_obs: Observations, real_obs: Observations, twin: dict, real: dict) -> list[dict]:
+    """Service-level disagreements, every one joined by key: request steps (shares by
+    chi-square, outcome kinds), kills (outage windows, readmission), hold checks, syscall facts."""
+    out = _diff_requests(inputs, twin, real)
+    out += _diff_kills(inputs, twin_obs, real_obs, twin, real)
+    out += diff_tables(unique_keys(twin["holds"]), unique_keys(real["holds"]), "key", [Field("state")], ("twin", "real"),
+                       lambda a, b: f"long-lived connection to {(b or a).get('backend')}")
+    out += diff_tables(twin["syscalls"], real["syscalls"], "key", SYSCALL_FIELDS, ("twin", "real"),
+                       lambda a, b: "socket-LB syscall view differs")
+    return out
+
+
+def _annotate_predictions(inputs: RunInputs, meas: dict, predictions: list[dict]) -> None:
+    preds = {p["pod"]: p for p in predictions}
+    for k in meas["kills"]:
+        if k["pod"] in preds:
+            lo, hi = preds[k["pod"]]["outage_s"]
+            k["predicted_outage_s"], k["tolerance_s"] = [round(lo, 3), round(hi, 3)], inputs.scenario.settings.outage_tolerance_s
+
+
+def run_scenario(path: str, backend: str = "both", out: str | None = None, seed: int = 1,
+                 allow_unavailable: bool = False) -> dict:
+    """Run ``path`` on the requested backends (``twin``, ``real`` or ``both``).
+
+    A requested backend that cannot run here is listed under ``unavailable``
+    with its reason and the result is not ok — unless ``allow_unavailable``
+    (``twin demo`` only), where it is listed under ``degraded`` instead.
+    """
+    inputs = load_run_inputs(path)
+    if out:
+        writable_out(out, "run")
+    requested = ["twin", "real"] if backend == "both" else [backend]
+    known = backends()
+    status: dict[str, dict] = {}
+    unavailable: dict[str, str] = {}
+    for name in requested:
+        reason = known[name].unavailable_reason()
         if reason:
-            if backend == "real":
-                raise TwinError(f"the real datapath cannot run here: {reason}")
-            observations["real"] = {"skipped": reason, "flows": []}
-        else:
-            observations["real"] = run_real(inputs)
-    failures = []
-    for name, obs in observations.items():
-        if not obs.get("skipped"):
-            failures += check_expectations(inputs.scenario, obs["flows"], name)
-    disagreements = []
-    ran = [n for n in backends if not observations[n].get("skipped")]
-    services = {}
-    for name in ran:
-        services[name] = service_measurements(observations[name], inputs.scenario)
-        observations[name]["measurements"] = services[name]
-    loops = [s_.traffic for s_ in inputs.scenario.steps if s_.kind == "loop"]
-    preds = {p["pod"]: p for p in service_predictions(
-        inputs.cluster, [(s_.pod, loops[0] if loops else None) for s_ in inputs.scenario.steps if s_.kind == "kill"])}
-    for name in ran:
-        for k in services[name]["kills"]:
-            if k["pod"] in preds:
-                lo, hi = preds[k["pod"]]["outage_s"]
-                k["predicted_outage_s"], k["tolerance_s"] = [round(lo, 3), round(hi, 3)], inputs.scenario.settings.outage_tolerance_s
-        failures += check_service_expectations(inputs, services[name], observations[name], name)
-    if len(ran) == 2:
-        disagreements = diff_tables(observations["twin"]["flows"], observations["real"]["flows"], "key",
+            unavailable[name] = reason
+            status[name] = {"state": "unavailable", "reason": reason}
+    observed: dict[str, Observations] = {}
+    failed: dict[str, str] = {}
+    for name in requested:
+        if name in unavailable:
+            continue
+        try:
+            observed[name] = known[name].run(inputs, seed)
+        except InputError:
+            raise
+        except TwinError as exc:  # an operational failure: the other backend's findings are still written
+            failed[name] = str(exc)
+            status[name] = {"state": "failed", "reason": str(exc)}
+            continue
+        status[name] = {"state": "ran"}
+    failures: list[dict] = []
+    meas: dict[str, dict] = {}
+    predictions = observed["twin"].predictions if "twin" in observed else []
+    for name, obs in observed.items():
+        failures += check_expectations(inputs.scenario, obs.flows, name)
+        meas[name] = service_measurements(obs, inputs.scenario)
+        _annotate_predictions(inputs, meas[name], predictions)
+        failures += check_service_expectations(inputs, meas[name], name)
+    disagreements: list[dict] = []
+    if "twin" in observed and "real" in observed:
+        disagreements = diff_tables([f.as_dict() for f in observed["twin"].flows],
+                                    [f.as_dict() for f in observed["real"].flows], "key",
                                     DIFF_FIELDS, ("twin", "real"), _explain)
-        disagreements += diff_services(inputs, observations["twin"], services["twin"], services["real"],
-                                       observations["real"])
-    main = observations[ran[0]]["flows"] if ran else []
+        disagreements += diff_services(inputs, observed["twin"], observed["real"], meas["twin"], meas["real"])
+    first = next(iter(observed.values()), None)
     result = {
-        "scenario": inputs.scenario.name, "file": path, "seed": seed, "backends": backends,
-        "observations": observations, "disagreements": disagreements,
-        "expectation_failures": failures, "verdict_changes": verdict_changes(main),
-        "ok": not disagreements and not failures,
+        "scenario": inputs.scenario.name, "file": path, "seed": seed, "backends": requested,
+        "status": status,
+        "observations": {name: {**obs.as_dict(), "measurements": meas[name]} for name, obs in observed.items()},
+        "disagreements": disagreements, "expectation_failures": failures,
+        "verdict_changes": verdict_changes([f.as_dict() for f in first.flows] if first else []),
+        "ok": not disagreements and not failures and not failed and (allow_unavailable or not unavailable),
     }
+    if failed:
+        result["failed"] = failed
+    if unavailable:
+        result["degraded" if allow_unavailable else "unavailable"] = unavailable
     if out:
         os.makedirs(out, exist_ok=True)
         Path(out, "result.json").write_text(json.dumps(result, indent=2, default=str))
     return result
+
+
+def exit_code(result: dict) -> int:
+    """0 ok; 3 a requested backend could not run; 1 disagreement, failed expectation or a
+    backend that failed during the run."""
+    if result.get("unavailable"):
+        return EXIT_UNAVAILABLE
+    return 0 if result["ok"] else 1
+
+
+def writable_out(out: str, command: str) -> str:
+    """``out`` as a directory the run can write ``result.json`` to, checked before
+    anything runs; otherwise an input error naming ``--out``."""
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = Path(out, ".twin-write-test")
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise InputError([error(f"twin {command}", "--out", f"cannot write results to {out}: {exc.strerror or exc}",
+                                "<command line>")]) from None
+    return out
 
 
 def run_scenario_cli(path: str, backend: str, out: str | None, seed: int) -> int:
@@ -286,7 +316,11 @@ def run_scenario_cli(path: str, backend: str, out: str | None, seed: int) -> int
     result = run_scenario(path, backend, out, seed)
     print(render(result))
     print(f"  written: {os.path.join(out, 'result.json')}")
-    return 0 if result["ok"] else 1
+    for name, reason in result.get("unavailable", {}).items():
+        print(f"twin: the requested backend {name!r} could not run: {reason}", file=sys.stderr)
+    for name, reason in result.get("failed", {}).items():
+        print(f"twin: error: the {name} backend failed during the run: {reason}", file=sys.stderr)
+    return exit_code(result)
 
 
 DEMO_SCENARIOS = ("scenarios/seed-pod-to-pod.yaml", "scenarios/seed-service-socket-lb.yaml",
@@ -294,19 +328,17 @@ DEMO_SCENARIOS = ("scenarios/seed-pod-to-pod.yaml", "scenarios/seed-service-sock
 
 
 def demo(out: str) -> int:
-    """The main job on its default scenarios: the seed lab on both backends."""
-    from harness.real import real_unavailable_reason
+    """The main job on its default scenarios: the seed lab on both backends.  Without
+    the real datapath (e.g. not root) the demo runs the twin only and says so."""
     from reports.terminal import render
-    reason = real_unavailable_reason()
-    backend = "both"
+    writable_out(out, "demo")
+    reason = RealBackend().unavailable_reason()
     if reason:
         print(f"twin demo: the real datapath is skipped: {reason}. Running the twin only.")
-        backend = "twin"
     root = Path(__file__).resolve().parent.parent
     code = 0
     for sc in DEMO_SCENARIOS:
-        path = str(root / sc)
-        result = run_scenario(path, backend, os.path.join(out, Path(sc).stem), 1)
+        result = run_scenario(str(root / sc), "both", os.path.join(out, Path(sc).stem), 1, allow_unavailable=True)
         print(render(result))
         print()
         code = max(code, 0 if result["ok"] else 1)

@@ -21,6 +21,8 @@ import threading
 import time
 
 from harness.topology import REPO_ROOT
+from twin.model.findings import TwinError
+from twin.model.observations import HoldResult, RequestRecord, SyscallFacts
 from twin.model.scenario import Hold, Traffic, service_key
 from twin.semantics.endpoints import probe_port, readiness_probe
 from twin.semantics.lb import lb_table
@@ -110,11 +112,11 @@ def _client_argv(mode: str, ip: str, t: Traffic | Hold, timeout: float) -> list[
 class RealTraffic:
     def __init__(self, rc, t0: float, settings):
         self.rc, self.t0, self.settings = rc, t0, settings
-        self.rows: list[dict] = []
+        self.rows: list[RequestRecord] = []
         self.loops: dict[str, tuple[subprocess.Popen, Traffic]] = {}
         self.holds: dict[str, tuple[subprocess.Popen, Hold, queue.Queue]] = {}
-        self.hold_results: list[dict] = []
-        self.syscall_results: list[dict] = []
+        self.hold_results: list[HoldResult] = []
+        self.syscall_results: list[SyscallFacts] = []
 
     def _service(self, dst: str):
         return self.rc.cluster.service(service_key(dst))
@@ -126,10 +128,10 @@ class RealTraffic:
                 r = json.loads(line)
             except ValueError:
                 continue
-            self.rows.append({"name": t.name, "i": r["i"], "t": round(r["t"] - self.t0, 6), "service": svc.key,
-                              "frontend": f"{svc.cluster_ip}:{t.port}",
-                              "backend": f"{svc.namespace}/{r['backend']}" if r.get("backend") else None,
-                              "outcome": r["outcome"], "status": r.get("status")})
+            self.rows.append(RequestRecord(
+                name=t.name, i=r["i"], t=round(r["t"] - self.t0, 6), service=svc.key, frontend=f"{svc.cluster_ip}:{t.port}",
+                backend=f"{svc.namespace}/{r['backend']}" if r.get("backend") else None,
+                outcome=r["outcome"], status=r.get("status")))
 
     def _popen(self, pod: str, argv: list[str], **kw) -> subprocess.Popen:
         return self.rc.topo.popen(pod, argv, text=True, cwd=str(REPO_ROOT), **kw)
@@ -139,7 +141,7 @@ class RealTraffic:
         proc = self._popen(t.src, _client_argv("requests", str(svc.cluster_ip), t, self.settings.request_timeout_s))
         out, err = proc.communicate(timeout=t.count * (t.interval_s + self.settings.request_timeout_s) + 30)
         if proc.returncode != 0:
-            raise RuntimeError(f"client for {t.name} failed: {err.strip()[:500]}")
+            raise TwinError(f"client for {t.name} failed: {err.strip()[:500]}")
         self._collect(t, out)
 
     def start_loop(self, t: Traffic) -> None:
@@ -150,7 +152,7 @@ class RealTraffic:
         proc, t = self.loops.pop(name)
         out, err = proc.communicate(timeout=t.duration_s + 60)
         if proc.returncode != 0:
-            raise RuntimeError(f"client loop {name} failed: {err.strip()[:500]}")
+            raise TwinError(f"client loop {name} failed: {err.strip()[:500]}")
         self._collect(t, out)
 
     def hold(self, h: Hold) -> None:
@@ -162,20 +164,18 @@ class RealTraffic:
         first = json.loads(q.get(timeout=60))
         self.holds[h.name] = (proc, h, q)
         if first.get("event") != "held":
-            self.hold_results.append({"hold": h.name, "backend": None, "state": "closed", "t": 0.0,
-                                      "why": f"no connection landed on {h.backend} in {first.get('attempts')} tries"})
+            self.hold_results.append(HoldResult(h.name, None, "closed", 0.0,
+                                                why=f"no connection landed on {h.backend} in {first.get('attempts')} tries"))
 
     def check(self, name: str) -> None:
         proc, h, q = self.holds[name]
         if proc.poll() is not None:
-            self.hold_results.append({"hold": name, "backend": h.backend, "state": "closed",
-                                      "t": round(time.monotonic() - self.t0, 6)})
+            self.hold_results.append(HoldResult(name, h.backend, "closed", round(time.monotonic() - self.t0, 6)))
             return
         proc.stdin.write("check\n")
         proc.stdin.flush()
         r = json.loads(q.get(timeout=10))
-        self.hold_results.append({"hold": name, "backend": h.backend, "state": r["state"],
-                                  "t": round(r["t"] - self.t0, 6)})
+        self.hold_results.append(HoldResult(name, h.backend, r["state"], round(r["t"] - self.t0, 6)))
 
     def syscalls(self, t: Traffic) -> None:
         """strace curl (connect, getsockname) and a client's getpeername; tcpdump inside the pod."""
@@ -216,15 +216,15 @@ class RealTraffic:
         connects = calls(curl.stderr, "connect")
         names = calls(curl.stderr, "getsockname")
         peers = calls(peer.stderr, "getpeername")
-        self.syscall_results.append({
-            "name": t.name, "connect": connects[0] if connects else None,
-            "getsockname_ip": names[0].split(":")[0] if names else None,
-            "getpeername": peers[0] if peers else None,
-            "capture_ips": sorted(ips), "capture_has_frontend": vip in ips,
-            "outcome": "answered" if curl.stdout.strip() == "200" else f"curl {curl.stdout.strip() or curl.returncode}",
-            "evidence": [ln for ln in (curl.stderr + peer.stderr).splitlines()
-                         if ln.startswith(("connect(", "getsockname(", "getpeername(", "[pid")) and "AF_INET" in ln][:8],
-        })
+        self.syscall_results.append(SyscallFacts(
+            name=t.name, connect=connects[0] if connects else None,
+            getsockname_ip=names[0].split(":")[0] if names else None,
+            getpeername=peers[0] if peers else None,
+            capture_ips=tuple(sorted(ips)), capture_has_frontend=vip in ips,
+            outcome="answered" if curl.stdout.strip() == "200" else f"curl {curl.stdout.strip() or curl.returncode}",
+            evidence=tuple([ln for ln in (curl.stderr + peer.stderr).splitlines()
+                            if ln.startswith(("connect(", "getsockname(", "getpeername(", "[pid")) and "AF_INET" in ln][:8]),
+        ))
 
     def close(self) -> None:
         for proc, *_ in list(self.loops.values()) + list(self.holds.values()):

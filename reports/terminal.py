@@ -4,6 +4,12 @@ from __future__ import annotations
 
 def render(result: dict) -> str:
     lines = [f"scenario {result['scenario']} ({', '.join(result['backends'])})"]
+    for name, reason in (result.get("unavailable") or {}).items():
+        lines.append(f"  {name}: UNAVAILABLE (requested but could not run): {reason}")
+    for name, reason in (result.get("failed") or {}).items():
+        lines.append(f"  {name}: FAILED during the run: {reason}")
+    for name, reason in (result.get("degraded") or {}).items():
+        lines.append(f"  {name}: skipped, the demo runs without it: {reason}")
     for name, obs in result["observations"].items():
         if obs.get("skipped"):
             lines.append(f"  {name}: skipped: {obs['skipped']}")
@@ -51,5 +57,10 @@ def render(result: dict) -> str:
             lines.append(f"    {d['key']} {d['field']}: {vals}" + (f" — {d['why']}" if d.get("why") else ""))
     elif len([o for o in result["observations"].values() if not o.get("skipped")]) > 1:
         lines.append("  AGREE: no disagreement between the backends (flow records and service observations)")
-    lines.append(f"  result: {'ok' if result['ok'] else 'FAILED'}")
+    verdict = "ok" if result["ok"] else "FAILED"
+    if result.get("unavailable"):
+        verdict += f" (requested backend(s) could not run: {', '.join(result['unavailable'])})"
+    elif result.get("degraded"):
+        verdict += f" (on {', '.join(n for n in result['observations'])} only)"
+    lines.append(f"  result: {verdict}")
     return "\n".join(lines)

@@ -114,3 +114,67 @@ def test_show_and_verdict_exit_2_on_bad_input(tmp_path):
     r = run_twin("show", bad, "--json")
     assert r.returncode == 2
     assert f"{bad}:" in r.stderr and "spec.containers" in r.stderr
+
+
+@pytest.mark.parametrize("args, named, says", [
+    (["--from", "netpod", "--to", "webpod1", "--port", "-1"], "--port", "0..65535"),
+    (["--from", "netpod", "--to", "webpod1", "--port", "70000"], "--port", "0..65535"),
+    (["--from", "netpod", "--to", "webpod1", "--port", "http"], "--port", "number"),
+    (["--from", "netpod", "--to", "webpod1", "--port", "80", "--protocol", "SCTP"], "--protocol", "SCTP"),
+    (["--from", "nosuchpod", "--to", "webpod1", "--port", "80"], "--from", "no pod 'default/nosuchpod'"),
+    (["--from", "netpod", "--to", "nosuchpod", "--port", "80"], "--to", "no pod 'default/nosuchpod'"),
+    (["--from", "netpod", "--to", "svc:default/nosuch", "--port", "80"], "--to", "no service"),
+    (["--from", "a/b/c", "--to", "webpod1", "--port", "80"], "--from", "is not NS/POD"),
+    (["--from", "/netpod", "--to", "webpod1", "--port", "80"], "--from", "is not NS/POD"),
+    (["--from", "netpod", "--to", "svc:", "--port", "80"], "--to", "is not svc:NS/NAME"),
+    (["--from", "netpod", "--to", "svc:default/svc", "--port", "81"], "--port", "no port 81"),
+    (["--from", "netpod", "--to", "webpod1", "--protocol", "UDP", "--method", "GET"], "--method", "HTTP needs --protocol TCP"),
+    (["--from", "netpod", "--to", "webpod1", "--protocol", "ICMP", "--path", "/x"], "--path", "HTTP needs --protocol TCP"),
+])
+def test_verdict_with_a_bad_argument_exits_2_naming_the_argument(args, named, says):
+    r = run_twin("verdict", *SEED, *VALUES, *args)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert named in r.stderr and says in r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_truth_table_port_out_of_range_exits_2_naming_the_port():
+    r = run_twin("truth-table", *SEED, *VALUES, "--port", "65536")
+    assert r.returncode == 2 and "--port" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_of_a_missing_scenario_file_exits_2_naming_it(tmp_path):
+    r = run_twin("run", tmp_path / "nope.yaml", "--backend", "twin")
+    assert r.returncode == 2 and "nope.yaml" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_verdict_text_lists_every_backend_of_a_service():
+    r = run_twin("verdict", *SEED, *VALUES, "--from", "netpod", "--to", "svc:default/svc", "--port", "80")
+    assert r.returncode == 0, r.stderr
+    assert [ln.split()[:4] for ln in r.stdout.splitlines()] == [
+        ["FORWARDED", "default/netpod", "→", "default/webpod1:"], ["FORWARDED", "default/netpod", "→", "default/webpod2:"]]
+
+
+def test_an_internal_error_prints_one_line_and_saves_the_traceback_exit_70(monkeypatch, tmp_path, capsys):
+    from harness import cli
+
+    def broken(args):
+        raise ZeroDivisionError("a bug")
+    monkeypatch.setattr(cli, "cmd_show", broken)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    code = cli.main(["show", *SEED])
+    err = capsys.readouterr().err
+    assert code == 70
+    assert "twin: internal error: ZeroDivisionError: a bug" in err and "Traceback" not in err
+    saved = list(tmp_path.glob("twin-internal-error-*.txt"))
+    assert len(saved) == 1 and str(saved[0]) in err
+    assert "Traceback" in saved[0].read_text() and "a bug" in saved[0].read_text()
+
+
+def test_run_with_an_unwritable_out_directory_exits_2_naming_out_before_running(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    r = run_twin("run", "scenarios/seed-deathstar-l3l4.yaml", "--backend", "twin", "--out", blocker / "sub")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "--out" in r.stderr and "Traceback" not in r.stderr and r.stdout == ""

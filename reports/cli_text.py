@@ -1,0 +1,37 @@
+"""Text forms of the CLI's answers (``twin show``, ``verdict``, ``truth-table``);
+the JSON forms are the data themselves."""
+from __future__ import annotations
+
+import csv
+import io
+
+
+def show_text(data: dict) -> str:
+    lines = []
+    for p in data["pods"]:
+        bw = f" egress≤{p['egress_bandwidth_bps']} bit/s" if p["egress_bandwidth_bps"] else ""
+        lines.append(f"pod {p['namespace']}/{p['name']:30} {p['node']:8} {p['ip']:15} id={p['identity']}{bw}")
+    for s in data["services"]:
+        lb = f" lb={','.join(s['lb_ips'])}" if s["lb_ips"] else ""
+        l2 = f" l2={','.join(s['l2']['candidate_nodes'])}" if s["l2"]["announced"] else ""
+        lines.append(f"svc {s['namespace']}/{s['name']:30} {s['type']:12} {s['cluster_ip']}{lb}{l2} → {len(s['backends'])} backend(s)")
+    for f in data["findings"]:
+        lines.append(f"{f['severity']}: {f['object']} {f['field']}: {f['message']}")
+    return "\n".join(lines)
+
+
+def verdict_text(src: str, dst: str, verdict: dict, rows: list[dict]) -> str:
+    """One line per destination (per backend for a service), or the aggregate when there is none."""
+    return "\n".join(f"{r['verdict']:9} {src} → {r.get('destination', dst)}: {r['explanation']}" for r in rows or [verdict])
+
+
+def truth_table_text(rows: list[dict]) -> str:
+    return "\n".join(f"{r['src']:40} → {r['dst']:40} {r['protocol']}/{r['port']:<5} {r['verdict']}" for r in rows)
+
+
+def truth_table_csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0].keys()) if rows else ["src"])
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
