@@ -6,7 +6,6 @@ itself a disagreement.
 """
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -42,17 +41,6 @@ def diff_tables(reference: Iterable[dict], candidate: Iterable[dict], key: str, 
             if not same:
                 out.append({"key": k, "field": f.name, names[0]: va, names[1]: vb,
                             "why": explain(a, b) if explain else ""})
-    return out
-
-
-def unique_keys(rows: list[dict]) -> list[dict]:
-    """The rows with keys made unique by occurrence: the second check of hold ``h``
-    is ``h#2`` on both backends, so repeated records still join by key."""
-    seen: Counter = Counter()
-    out = []
-    for r in rows:
-        seen[r["key"]] += 1
-        out.append(r if seen[r["key"]] == 1 else {**r, "key": f"{r['key']}#{seen[r['key']]}"})
     return out
 
 

@@ -352,10 +352,10 @@ class _RealSteps:
         self.traffic.await_loop(step.name)
 
     def on_hold(self, step: Step) -> None:
-        self.traffic.hold(step.hold)
+        self.traffic.hold(step.hold, step.index)
 
     def on_check(self, step: Step) -> None:
-        self.traffic.check(step.name)
+        self.traffic.check(step.name, step.index)
 
     def on_syscalls(self, step: Step) -> None:
         self.traffic.syscalls(step.traffic)

@@ -20,11 +20,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections import Counter
 from pathlib import Path
 
 from harness.analysis import chi2_test, service_measurements
-from harness.diff import Field, diff_tables, unique_keys, verdict_changes
+from harness.diff import Field, diff_tables, verdict_changes
 from harness.inputs import load_run_inputs
 from harness.real import RealBackend
 from twin.model.enums import Protocol
@@ -124,11 +123,9 @@ def check_service_expectations(inputs: RunInputs, meas: dict, backend: str) -> l
     """Expectations that hold on one backend alone: hold checks (the n-th check of a
     hold against that hold's n-th result) and syscall facts."""
     out = []
-    holds = {h["key"]: h for h in unique_keys(meas["holds"])}
-    nth: Counter = Counter()
+    holds = {h["key"]: h for h in meas["holds"]}
     for step in (s for s in inputs.scenario.steps if s.kind == "check"):
-        nth[step.name] += 1
-        h = holds.get(step.name if nth[step.name] == 1 else f"{step.name}#{nth[step.name]}")
+        h = holds.get(f"{step.name}@{step.index}")
         if h is None:
             out.append({"backend": backend, "probe": step.name, "dst": None, "field": "hold",
                         "expected": step.expect, "got": "no check result"})
@@ -206,7 +203,7 @@ def diff_services(inputs: RunInputs, twin_obs: Observations, real_obs: Observati
     chi-square, outcome kinds), kills (outage windows, readmission), hold checks, syscall facts."""
     out = _diff_requests(inputs, twin, real)
     out += _diff_kills(inputs, twin_obs, real_obs, twin, real)
-    out += diff_tables(unique_keys(twin["holds"]), unique_keys(real["holds"]), "key", [Field("state")], ("twin", "real"),
+    out += diff_tables(twin["holds"], real["holds"], "key", [Field("state")], ("twin", "real"),
                        lambda a, b: f"long-lived connection to {(b or a).get('backend')}")
     out += diff_tables(twin["syscalls"], real["syscalls"], "key", SYSCALL_FIELDS, ("twin", "real"),
                        lambda a, b: "socket-LB syscall view differs")

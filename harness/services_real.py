@@ -155,7 +155,7 @@ class RealTraffic:
             raise TwinError(f"client loop {name} failed: {err.strip()[:500]}")
         self._collect(t, out)
 
-    def hold(self, h: Hold) -> None:
+    def hold(self, h: Hold, step: int = -1) -> None:
         svc = self._service(h.dst)
         proc = self._popen(h.src, _client_argv("hold", str(svc.cluster_ip), h, self.settings.request_timeout_s),
                            stdin=subprocess.PIPE)
@@ -165,17 +165,17 @@ class RealTraffic:
         self.holds[h.name] = (proc, h, q)
         if first.get("event") != "held":
             self.hold_results.append(HoldResult(h.name, None, "closed", 0.0,
-                                                why=f"no connection landed on {h.backend} in {first.get('attempts')} tries"))
+                                                why=f"no connection landed on {h.backend} in {first.get('attempts')} tries", step=step))
 
-    def check(self, name: str) -> None:
+    def check(self, name: str, step: int = -1) -> None:
         proc, h, q = self.holds[name]
         if proc.poll() is not None:
-            self.hold_results.append(HoldResult(name, h.backend, "closed", round(time.monotonic() - self.t0, 6)))
+            self.hold_results.append(HoldResult(name, h.backend, "closed", round(time.monotonic() - self.t0, 6), step=step))
             return
         proc.stdin.write("check\n")
         proc.stdin.flush()
         r = json.loads(q.get(timeout=10))
-        self.hold_results.append(HoldResult(name, h.backend, r["state"], round(r["t"] - self.t0, 6)))
+        self.hold_results.append(HoldResult(name, h.backend, r["state"], round(r["t"] - self.t0, 6), step=step))
 
     def syscalls(self, t: Traffic) -> None:
         """strace curl (connect, getsockname) and a client's getpeername; tcpdump inside the pod."""

@@ -103,7 +103,8 @@ def test_a_hold_check_missing_on_one_side_is_a_disagreement_not_dropped(monkeypa
         return o
     r = _both(monkeypatch, FAILOVER, drop_second_check)
     rows = [d for d in r["disagreements"] if d["field"] == "<row>"]
-    assert [(d["key"], d["twin"], d["real"]) for d in rows] == [("long-to-webpod2#2", True, False)]
+    second = [s.index for s in load_run_inputs(FAILOVER).scenario.steps if s.kind == "check"][1]
+    assert [(d["key"], d["twin"], d["real"]) for d in rows] == [(f"long-to-webpod2@{second}", True, False)]
     assert any(f["field"] == "hold" and f["got"] == "no check result" for f in r["expectation_failures"])
     assert not r["ok"]
 
@@ -114,7 +115,7 @@ def test_a_hold_state_that_differs_is_reported_under_the_holds_key(monkeypatch):
         return o
     r = _both(monkeypatch, FAILOVER, close_first)
     assert [(d["key"], d["field"], d["twin"], d["real"]) for d in r["disagreements"]] == [
-        ("long-to-webpod2", "state", "alive", "closed")]
+        (f"long-to-webpod2@{r['observations']['twin']['holds'][0]['step']}", "state", "alive", "closed")]
 
 
 def test_a_kill_only_one_backend_saw_is_a_disagreement(monkeypatch):

@@ -95,10 +95,11 @@ class HoldResult:
     state: str
     t: float
     why: str | None = None
+    step: int = -1  # the check step (or the hold step, when no connection could be held)
 
     @property
     def key(self) -> str:
-        return self.hold
+        return f"{self.hold}@{self.step}"
 
     def as_dict(self) -> dict:
         return {**asdict(self), "key": self.key}

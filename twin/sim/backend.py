@@ -116,7 +116,7 @@ class ScenarioSteps:
         yield from self.twin.client(h.src, h.name).hold(h)
 
     def on_check(self, step: Step):
-        self.world.obs.holds.append(self.twin.clients[step.name].check(step.name))
+        self.world.obs.holds.append(self.twin.clients[step.name].check(step.name, step.index))
         return
         yield
 

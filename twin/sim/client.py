@@ -96,10 +96,10 @@ class Client(Component):
         if self.held and self.held["backend"] == pod:
             self.backend_killed = True
 
-    def check(self, name: str) -> HoldResult:
+    def check(self, name: str, step: int = -1) -> HoldResult:
         be = self.held["backend"] if self.held else None
         alive = be is not None and self.world.servers.alive(be) and not self.backend_killed
-        return HoldResult(hold=name, backend=be, state="alive" if alive else "closed", t=round(self.env.now, 6))
+        return HoldResult(hold=name, backend=be, state="alive" if alive else "closed", t=round(self.env.now, 6), step=step)
 
     def syscalls(self, t: Traffic) -> SyscallFacts:
         """What strace and tcpdump in the client show for one request through a ClusterIP."""
