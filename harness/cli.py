@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"twin: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("twin: interrupted; kernel objects were cleaned up", file=sys.stderr)
+        from harness.cleanup import after_interrupt  # finishes teardown; says truthfully what is left
+        print(after_interrupt(), file=sys.stderr)
         return 130
 
 
