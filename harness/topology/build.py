@@ -102,6 +102,7 @@ class RealTopology:
         self._lock = threading.RLock()
         self._started = False
         self._closed = False
+        self._torn_down = False
         self._old_sigterm: Any = None
         self._pods = {p.key: p for p in cluster.pods}
         self._lxc = {p.key: lxc_name(p.key) for p in cluster.pods}
@@ -218,14 +219,16 @@ class RealTopology:
         """
         with signals_deferred():
             with self._lock:
-                if self._closed:
+                if self._torn_down:
                     return
-                self._closed = True
-            t0 = time.monotonic()
-            errors: list[str] = []
-            try:
+                self._closed = True  # no new commands from here on
+                t0 = time.monotonic()
+                errors: list[str] = []
+                # an exception out of _teardown leaves _torn_down False: a later close() (atexit,
+                # finish_teardown) tries again instead of returning early
                 self._teardown(errors)
-            finally:
+                self._torn_down = True
+                unregister_teardown(self.close)
                 self._restore_signal_handling()
                 self.teardown_seconds = time.monotonic() - t0
             if errors:
@@ -483,7 +486,6 @@ class RealTopology:
                     errors.append(f"cgroup {cg} still has processes")
                 else:
                     self._state.drop_cgroup(cg)
-        unregister_teardown(self.close)
         if self._state and not errors:
             self._state.remove()
 

@@ -325,3 +325,52 @@ def test_sigterm_to_the_owner_tears_the_run_down():
     assert netns_entries(run_id) == []
     assert [p for p in pids if alive(p)] == []
     assert not Path(f"/run/twin/{run_id}.json").exists()
+
+
+_INTERRUPTED = """
+import sys, time
+from harness.cleanup import after_interrupt
+from harness.inputs import load_cluster
+from harness.topology import RealTopology
+try:
+    with RealTopology(load_cluster([sys.argv[1]]), run_id=sys.argv[2]) as topo:
+        print(" ".join(str(p) for p in topo.pids()), flush=True)
+        time.sleep(60)
+except KeyboardInterrupt:
+    if sys.argv[3] == "cli":  # what `twin` does on Ctrl-C
+        print(after_interrupt(), file=sys.stderr, flush=True)
+    sys.exit(130)
+"""
+
+
+def interrupt_repeatedly(proc: subprocess.Popen, every_s: float = 0.01, limit_s: float = 30) -> None:
+    """SIGINT ``proc`` (our own child) again and again until it exits: many land during teardown."""
+    deadline = time.monotonic() + limit_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(every_s)
+
+
+@pytest.mark.parametrize("caller", ["cli", "library"])
+def test_repeated_ctrl_c_during_teardown_still_removes_everything_and_says_so(caller):
+    """``cli`` reports like `twin` does; ``library`` relies on RealTopology.close alone."""
+    run_id = "int" + os.urandom(2).hex()[:3]
+    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED, SEED_PODS, run_id, caller], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert pids and len(netns_entries(run_id)) == 8
+        interrupt_repeatedly(proc)
+        code = proc.wait(timeout=30)
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if caller == "cli":
+        assert code == 130 and "Traceback" not in err, err
+        assert err.strip().splitlines()[-1] == "twin: interrupted; kernel objects were cleaned up", err
+    assert netns_entries(run_id) == []
+    assert [p for p in pids if alive(p)] == []
+    assert not Path(f"/run/twin/{run_id}.json").exists()
