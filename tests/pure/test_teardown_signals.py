@@ -1,0 +1,67 @@
+"""Teardown helpers of harness.cleanup that need no root: deferred signals and the leftovers report."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+
+from harness.cleanup import RunState, leftovers, signals_deferred
+
+pytestmark = pytest.mark.pure
+
+
+def test_ctrl_c_inside_a_deferred_block_arrives_after_it():
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C does not cut the block short either
+            done.append("teardown finished")
+    assert done == ["teardown finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_nested_deferred_blocks_deliver_only_when_the_outermost_ends():
+    steps = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            with signals_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+            steps.append("inner ended without an interrupt")
+    assert steps == ["inner ended without an interrupt"]
+
+
+def test_sigterm_with_the_default_action_becomes_system_exit_after_the_block():
+    old = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            with signals_deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+        assert exc.value.code == 128 + signal.SIGTERM
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def test_no_signal_no_interrupt_and_handlers_are_restored():
+    with signals_deferred():
+        pass
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_leftovers_lists_the_state_file_and_recorded_processes_that_still_run(tmp_path):
+    proc = subprocess.Popen(["sleep", "30"])
+    try:
+        st = RunState("lft1", tmp_path)
+        st.add_pid(proc.pid, ["sleep", "30"])
+        left = leftovers("lft1", tmp_path)
+        assert left == [f"run lft1: state file {st.path}", f"run lft1: process {proc.pid} (sleep 30)"]
+        proc.kill()
+        proc.wait()
+        st.remove()
+        assert leftovers("lft1", tmp_path) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
