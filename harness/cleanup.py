@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
+from harness.errors import HarnessError
+
 __all__ = [
     "STATE_DIR", "NETNS_DIR", "NETNS_PREFIX", "LINK_PREFIX", "RunState", "cleanup_leftovers",
     "proc_start_time", "proc_cmdline", "pid_matches", "live_run_ids", "CGROUP_ROOT", "CGROUP_PREFIX",
@@ -104,7 +106,7 @@ class RunState:
 
     def __post_init__(self) -> None:
         if not _RUN_ID.match(self.run_id):
-            raise ValueError(f"run id {self.run_id!r}: use 1-8 characters [0-9a-z]")
+            raise HarnessError(f"run id {self.run_id!r}: use 1-8 characters [0-9a-z]")
         self.state_dir = Path(self.state_dir)
         if self.owner_start is None:
             self.owner_start = proc_start_time(self.owner_pid)
@@ -121,7 +123,7 @@ class RunState:
     def create(cls, run_id: str, state_dir: Path | str = STATE_DIR) -> "RunState":
         st = cls(run_id, Path(state_dir))
         if st.path.exists():
-            raise FileExistsError(f"run {run_id!r} already has a state file at {st.path}")
+            raise HarnessError(f"run {run_id!r} already has a state file at {st.path} (a run id is used once)")
         st.save()
         _OWN_RUNS[run_id] = st.state_dir
         return st

@@ -203,6 +203,9 @@ class RealTopology:
             self._state = RunState.create(self.run_id, self.state_dir)
             self._state.log_dir.mkdir(parents=True, exist_ok=True)
             self._build()
+        except (OSError, subprocess.SubprocessError) as exc:  # operational: say what, no traceback
+            self.close()
+            raise TopologyError(f"run {self.run_id}: building the topology failed: {exc}") from exc
         except BaseException:
             self.close()
             raise
@@ -224,19 +227,26 @@ class RealTopology:
                 self._closed = True  # no new commands from here on
                 t0 = time.monotonic()
                 errors: list[str] = []
-                # an exception out of _teardown leaves _torn_down False: a later close() (atexit,
-                # finish_teardown) tries again instead of returning early
+                # an exception out of _teardown, or objects it could not remove, leave _torn_down False:
+                # a later close() (again, at exit, or from finish_teardown) retries what is left
                 self._teardown(errors)
-                self._torn_down = True
-                unregister_teardown(self.close)
-                self._restore_signal_handling()
                 self.teardown_seconds = time.monotonic() - t0
+                if not errors:
+                    self._torn_down = True
+                    unregister_teardown(self.close)
+                    self._restore_signal_handling()
             if errors:
                 left = leftovers(self.run_id, self.state_dir)
                 raise TeardownIncomplete(
                     f"run {self.run_id}: teardown left state behind: " + "; ".join(errors)
                     + ("; still present: " + "; ".join(left) if left else "")
                     + "; `twin cleanup` removes it once this process has exited", left)
+
+    def _close_at_exit(self) -> None:
+        try:
+            self.close()
+        except TopologyError as exc:  # the interpreter is exiting: say what is left, no traceback
+            os.write(2, f"twin: {exc}\n".encode())
 
     # ----------------------------------------------------------------- build
 
@@ -377,7 +387,13 @@ class RealTopology:
         self._cgroups[node_name] = str(cgroup_dir)
         for pid, (target, proc) in list(self._procs.items()):
             if proc.poll() is None and self._node_of(target) == node_name:
-                procs_file.write_text(f"{pid}\n")
+                try:
+                    procs_file.write_text(f"{pid}\n")
+                except ProcessLookupError:
+                    pass  # it exited meanwhile
+                except OSError as exc:
+                    raise TopologyError(f"cannot move pid {pid} ({target}) into cgroup {cgroup_dir}: "
+                                        f"{exc.strerror}") from exc
 
     def _node_of(self, target: str) -> str | None:
         p = self._pods.get(target)
@@ -493,7 +509,7 @@ class RealTopology:
 
     def _install_signal_handling(self) -> None:
         """SIGTERM becomes SystemExit in the main thread, so ``finally``/``with`` clean up."""
-        atexit.register(self.close)
+        atexit.register(self._close_at_exit)
         register_teardown(self.close)
         if threading.current_thread() is not threading.main_thread():
             return
@@ -505,7 +521,7 @@ class RealTopology:
             self._old_sigterm = signal.signal(signal.SIGTERM, _on_term)
 
     def _restore_signal_handling(self) -> None:
-        atexit.unregister(self.close)
+        atexit.unregister(self._close_at_exit)
         if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._old_sigterm)
             self._old_sigterm = None

@@ -374,3 +374,39 @@ def test_repeated_ctrl_c_during_teardown_still_removes_everything_and_says_so(ca
     assert netns_entries(run_id) == []
     assert [p for p in pids if alive(p)] == []
     assert not Path(f"/run/twin/{run_id}.json").exists()
+
+
+def test_node_cgroups_are_recorded_and_removed_and_a_blocked_teardown_says_what_is_left():
+    from harness.errors import TeardownIncomplete
+
+    topo = RealTopology(load_cluster([SEED_PODS])).start()
+    stray = None
+    try:
+        d = topo.make_node_cgroup("k8s-w1")
+        assert str(d) == f"/sys/fs/cgroup/unified/twn-{topo.run_id}/k8s-w1"
+        assert str(topo.server_pid(WEBPOD1)) in (d / "cgroup.procs").read_text().split()
+        state = json.loads(Path(topo.state_dir, f"{topo.run_id}.json").read_text())
+        assert state["cgroups"] == [str(d.parent), str(d)]
+        # a process the topology does not know keeps the cgroup busy: teardown cannot finish
+        stray = subprocess.Popen(["sleep", "60"])
+        (d / "cgroup.procs").write_text(f"{stray.pid}\n")
+        with pytest.raises(TeardownIncomplete) as exc:
+            topo.close()
+        assert netns_entries(topo.run_id) == []
+        assert list(exc.value.left) == [f"run {topo.run_id}: state file {topo.state_dir}/{topo.run_id}.json",
+                                        f"run {topo.run_id}: cgroup {d.parent}",
+                                        f"run {topo.run_id}: cgroup {d}"]
+        assert "twin cleanup" in str(exc.value)
+        stray.kill()
+        stray.wait()
+        topo.close()  # retries what is left
+        assert not d.parent.exists()
+        assert not Path(topo.state_dir, f"{topo.run_id}.json").exists()
+    finally:
+        if stray is not None and stray.poll() is None:
+            stray.kill()
+            stray.wait()
+        try:
+            topo.close()
+        except TopologyError:
+            pass
