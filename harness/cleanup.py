@@ -43,7 +43,7 @@ __all__ = [
     "STATE_DIR", "NETNS_DIR", "NETNS_PREFIX", "LINK_PREFIX", "RunState", "cleanup_leftovers",
     "proc_start_time", "proc_cmdline", "pid_matches", "live_run_ids", "CGROUP_ROOT", "CGROUP_PREFIX",
     "remove_cgroup_tree", "signals_deferred", "register_teardown", "unregister_teardown", "finish_teardown",
-    "leftovers", "after_interrupt", "own_run_ids",
+    "leftovers", "after_interrupt", "own_run_ids", "set_signal_handler",
 ]
 
 STATE_DIR = Path("/run/twin")
@@ -389,6 +389,16 @@ def signals_deferred() -> Iterator[None]:
             pending = sorted(set(_pending))
             _pending.clear()
             _redeliver(pending)
+
+
+def set_signal_handler(sig: int, handler: object) -> object:
+    """``signal.signal`` that respects :func:`signals_deferred`: inside a deferred block the
+    handler takes effect when the block ends (and pending signals go to it); returns the old one."""
+    if _defer_depth and sig in _saved_handlers and threading.current_thread() is threading.main_thread():
+        old = _saved_handlers[sig]
+        _saved_handlers[sig] = handler
+        return old
+    return signal.signal(sig, handler)  # type: ignore[arg-type]
 
 
 def _redeliver(pending: list[int]) -> None:

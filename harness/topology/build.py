@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.cleanup import (LINK_PREFIX, STATE_DIR, RunState, cleanup_leftovers, leftovers, register_teardown,
-                             remove_cgroup_tree, remove_netns_mount, signals_deferred, unregister_teardown)
+                             remove_cgroup_tree, remove_netns_mount, set_signal_handler, signals_deferred,
+                             unregister_teardown)
 from harness.errors import TeardownIncomplete, TopologyError
 from harness.topology.plan import (EXTERNAL, LAN, NamespacePlan, ServerPlan, TopologyPlan, lxc_name,
                                    plan_topology)
@@ -518,12 +519,12 @@ class RealTopology:
                 if not self._closed:  # during teardown signals_deferred() holds it back anyway
                     raise SystemExit(128 + signum)
 
-            self._old_sigterm = signal.signal(signal.SIGTERM, _on_term)
+            self._old_sigterm = set_signal_handler(signal.SIGTERM, _on_term)
 
     def _restore_signal_handling(self) -> None:
         atexit.unregister(self._close_at_exit)
         if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._old_sigterm)
+            set_signal_handler(signal.SIGTERM, self._old_sigterm)
             self._old_sigterm = None
 
 

@@ -235,6 +235,7 @@ def test_deathstar_and_echo_apps_answer_in_their_pods():
 
 def test_close_after_an_exception_removes_every_namespace_process_and_link():
     links_before = root_links()
+    sigterm_before = signal.getsignal(signal.SIGTERM)
     topo = RealTopology(load_cluster([SEED_PODS]), static_neighbours=False)
     with pytest.raises(RuntimeError, match="boom"):
         with topo:
@@ -250,6 +251,7 @@ def test_close_after_an_exception_removes_every_namespace_process_and_link():
     assert [p for p in pids if alive(p)] == []
     assert root_links() == links_before
     assert not state.exists()
+    assert signal.getsignal(signal.SIGTERM) == sigterm_before  # the run's SIGTERM handler is gone with it
     topo.close()  # idempotent
 
 

@@ -65,3 +65,21 @@ def test_leftovers_lists_the_state_file_and_recorded_processes_that_still_run(tm
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_handler_set_inside_a_deferred_block_is_the_one_in_place_after_it():
+    from harness.cleanup import set_signal_handler
+
+    def mine(_s, _f):
+        raise SystemExit(99)
+
+    old = signal.signal(signal.SIGTERM, mine)
+    try:
+        with pytest.raises(SystemExit) as exc:
+            with signals_deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                assert set_signal_handler(signal.SIGTERM, signal.SIG_DFL) is mine  # e.g. a closing topology
+        assert exc.value.code == 128 + signal.SIGTERM  # delivered to the restored default action
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, old)
