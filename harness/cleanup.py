@@ -345,6 +345,7 @@ _DEFERRED = (signal.SIGINT, signal.SIGTERM)
 _defer_depth = 0
 _saved_handlers: dict[int, object] = {}
 _pending: list[int] = []
+_defer_label: list[str] = []
 
 
 def own_run_ids() -> list[str]:
@@ -353,15 +354,18 @@ def own_run_ids() -> list[str]:
 
 
 def _record_signal(signum: int, _frame: object) -> None:
-    if not _pending:
-        os.write(2, f"twin: {signal.Signals(signum).name} received during teardown; "
-                    "finishing the teardown first\n".encode())
+    if not _pending and _defer_label:
+        os.write(2, f"twin: {signal.Signals(signum).name} received; finishing the {_defer_label[-1]} "
+                    "first\n".encode())
     _pending.append(signum)
 
 
 @contextmanager
-def signals_deferred() -> Iterator[None]:
+def signals_deferred(what: str | None = None) -> Iterator[None]:
     """Hold SIGINT/SIGTERM back for the duration (nestable; main thread only).
+
+    ``what`` (e.g. ``"teardown"``) is named on stderr when a signal is held back;
+    without it the block is silent (for windows of a few milliseconds).
 
     A signal that arrives inside is recorded and delivered when the outermost
     block ends, to the handler that was in place before: Ctrl-C then raises
@@ -378,10 +382,14 @@ def signals_deferred() -> Iterator[None]:
         for sig in _DEFERRED:
             _saved_handlers[sig] = signal.signal(sig, _record_signal)
     _defer_depth += 1
+    if what:
+        _defer_label.append(what)
     try:
         yield
     finally:
         _defer_depth -= 1
+        if what:
+            _defer_label.pop()
         if _defer_depth == 0:
             for sig, old in _saved_handlers.items():
                 signal.signal(sig, old)  # type: ignore[arg-type]
@@ -429,7 +437,7 @@ def finish_teardown() -> list[str]:
     Only this process's runs are touched (their state files name this process
     as owner); signals are deferred meanwhile.
     """
-    with signals_deferred():
+    with signals_deferred("teardown"):
         for fn in list(reversed(_TEARDOWNS)):
             try:
                 fn()

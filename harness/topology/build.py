@@ -221,7 +221,7 @@ class RealTopology:
         :class:`TeardownIncomplete` lists it; the state file then stays, so
         ``twin cleanup`` removes the rest once this process has exited.
         """
-        with signals_deferred():
+        with signals_deferred("teardown"):
             with self._lock:
                 if self._torn_down:
                     return
@@ -257,9 +257,10 @@ class RealTopology:
         plan, state = self.plan, self._state
         assert state is not None
         for ns in plan.namespaces:
-            h = Host(ns.host_name, inNamespace=True)
-            self._hosts[ns.target] = h
-            state.add_pid(int(h.pid))
+            with signals_deferred():  # a shell is tracked as soon as it exists
+                h = Host(ns.host_name, inNamespace=True)
+                self._hosts[ns.target] = h
+                state.add_pid(int(h.pid))
         # bind-mount every namespace (recorded before it is made)
         for ns in plan.namespaces:
             state.add_mount(ns.path)
@@ -425,6 +426,10 @@ class RealTopology:
             _killpg(proc.pid)
             out, err = proc.communicate()
             timed_out = True
+        except BaseException:  # Ctrl-C while waiting: the command runs in its own session, end it too
+            _killpg(proc.pid)
+            proc.wait()
+            raise
         return ExecResult(tuple(map(str, argv)), proc.returncode, out, err, time.monotonic() - t0, timed_out)
 
     def popen(self, target: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen:
@@ -434,7 +439,7 @@ class RealTopology:
         kwargs.setdefault("stderr", subprocess.PIPE)
         kwargs.setdefault("env", _clean_env())
         t = self.resolve(target)
-        with self._lock:
+        with signals_deferred(), self._lock:  # started and recorded, or neither: no untracked process
             proc = subprocess.Popen(self._argv_in(t, argv), **kwargs)
             self._procs[proc.pid] = (t, proc)
             if self._state:

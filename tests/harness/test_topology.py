@@ -345,25 +345,48 @@ except KeyboardInterrupt:
 """
 
 
-def interrupt_repeatedly(proc: subprocess.Popen, every_s: float = 0.01, limit_s: float = 30) -> None:
-    """SIGINT ``proc`` (our own child) again and again until it exits: many land during teardown."""
+def interrupt_repeatedly(proc: subprocess.Popen, state: Path, every_s: float = 0.01, limit_s: float = 60) -> list[dict]:
+    """SIGINT ``proc`` (our own child) again and again until it exits, so many land during teardown.
+    Returns every process its state file ``state`` recorded meanwhile."""
+    seen: dict[int, dict] = {}
     deadline = time.monotonic() + limit_s
     while proc.poll() is None and time.monotonic() < deadline:
         proc.send_signal(signal.SIGINT)
+        try:
+            seen.update({e["pid"]: e for e in json.loads(state.read_text())["pids"]})
+        except (OSError, ValueError):
+            pass
         time.sleep(every_s)
+    return list(seen.values())
 
 
+@pytest.mark.parametrize("when", ["built", "building"])
 @pytest.mark.parametrize("caller", ["cli", "library"])
-def test_repeated_ctrl_c_during_teardown_still_removes_everything_and_says_so(caller):
-    """``cli`` reports like `twin` does; ``library`` relies on RealTopology.close alone."""
+def test_repeated_ctrl_c_during_teardown_still_removes_everything_and_says_so(caller, when):
+    """``cli`` reports like `twin` does; ``library`` relies on RealTopology.close alone.  The Ctrl-Cs
+    start once the run is up (``built``) or once it has started its first namespace (``building``)."""
+    from harness.cleanup import pid_matches
+
     run_id = "int" + os.urandom(2).hex()[:3]
+    state = Path(f"/run/twin/{run_id}.json")
     proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED, SEED_PODS, run_id, caller], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     try:
-        pids = [int(p) for p in proc.stdout.readline().split()]
-        assert pids and len(netns_entries(run_id)) == 8
-        interrupt_repeatedly(proc)
+        if when == "built":
+            assert proc.stdout.readline().split(), "the run did not build"
+            assert len(netns_entries(run_id)) == 8
+        else:
+            deadline = time.monotonic() + 30  # until the first namespace shell is recorded
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    if json.loads(state.read_text())["pids"]:
+                        break
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.002)
+            assert state.exists(), "the run never wrote its state file"
+        recorded = interrupt_repeatedly(proc, state)
         code = proc.wait(timeout=30)
         err = proc.stderr.read()
     finally:
@@ -374,8 +397,8 @@ def test_repeated_ctrl_c_during_teardown_still_removes_everything_and_says_so(ca
         assert code == 130 and "Traceback" not in err, err
         assert err.strip().splitlines()[-1] == "twin: interrupted; kernel objects were cleaned up", err
     assert netns_entries(run_id) == []
-    assert [p for p in pids if alive(p)] == []
-    assert not Path(f"/run/twin/{run_id}.json").exists()
+    assert recorded and [e for e in recorded if pid_matches(e) and alive(e["pid"])] == []
+    assert not state.exists()
 
 
 def test_node_cgroups_are_recorded_and_removed_and_a_blocked_teardown_says_what_is_left():
