@@ -43,7 +43,8 @@ __all__ = [
     "STATE_DIR", "NETNS_DIR", "NETNS_PREFIX", "LINK_PREFIX", "RunState", "cleanup_leftovers",
     "proc_start_time", "proc_cmdline", "pid_matches", "live_run_ids", "CGROUP_ROOT", "CGROUP_PREFIX",
     "remove_cgroup_tree", "signals_deferred", "register_teardown", "unregister_teardown", "finish_teardown",
-    "leftovers", "after_interrupt", "own_run_ids", "set_signal_handler",
+    "leftovers", "after_interrupt", "own_run_ids", "set_signal_handler", "latch_ctrl_c", "unlatch_ctrl_c",
+    "stop_on_first_ctrl_c",
 ]
 
 STATE_DIR = Path("/run/twin")
@@ -399,6 +400,45 @@ def signals_deferred(what: str | None = None) -> Iterator[None]:
             _redeliver(pending)
 
 
+_stopping = False  # a Ctrl-C has interrupted a run of this process: it is on its way out
+_stop_noted = False
+
+
+def stop_on_first_ctrl_c(signum: int, _frame: object) -> None:
+    """SIGINT handler while real runs are open: the first Ctrl-C raises :class:`KeyboardInterrupt`
+    (the run unwinds and tears down); later ones only say that the teardown is under way, so no
+    second Ctrl-C can cut a teardown short, wherever it is (topology, datapath, cgroups)."""
+    global _stopping, _stop_noted
+    if _stopping:
+        if not _stop_noted:
+            os.write(2, b"twin: already stopping; tearing down first\n")
+            _stop_noted = True
+        return
+    _stopping = True
+    raise KeyboardInterrupt
+
+
+def latch_ctrl_c() -> None:
+    """Install :func:`stop_on_first_ctrl_c` (main thread, only over Python's default handler); a new run starts fresh."""
+    global _stopping, _stop_noted
+    if threading.current_thread() is not threading.main_thread():
+        return
+    current = _saved_handlers.get(signal.SIGINT) if _defer_depth else signal.getsignal(signal.SIGINT)
+    if current is signal.default_int_handler:
+        set_signal_handler(signal.SIGINT, stop_on_first_ctrl_c)
+    if current in (signal.default_int_handler, stop_on_first_ctrl_c):
+        _stopping = _stop_noted = False
+
+
+def unlatch_ctrl_c() -> None:
+    """Back to Python's default handler once no run is open, unless a stop is under way."""
+    if threading.current_thread() is not threading.main_thread() or _stopping or _TEARDOWNS:
+        return
+    current = _saved_handlers.get(signal.SIGINT) if _defer_depth else signal.getsignal(signal.SIGINT)
+    if current is stop_on_first_ctrl_c:
+        set_signal_handler(signal.SIGINT, signal.default_int_handler)
+
+
 def set_signal_handler(sig: int, handler: object) -> object:
     """``signal.signal`` that respects :func:`signals_deferred`: inside a deferred block the
     handler takes effect when the block ends (and pending signals go to it); returns the old one."""
@@ -412,8 +452,8 @@ def set_signal_handler(sig: int, handler: object) -> object:
 def _redeliver(pending: list[int]) -> None:
     for sig in pending:
         handler = signal.getsignal(sig)
-        if handler == signal.SIG_IGN:
-            continue
+        if handler == signal.SIG_IGN or (handler is stop_on_first_ctrl_c and _stopping):
+            continue  # ignored, or a stop is already under way
         if handler in (signal.SIG_DFL, None):
             if sig == signal.SIGINT:
                 raise KeyboardInterrupt

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from harness.cleanup import (LINK_PREFIX, STATE_DIR, RunState, cleanup_leftovers, leftovers, register_teardown,
-                             remove_cgroup_tree, remove_netns_mount, set_signal_handler, signals_deferred,
-                             unregister_teardown)
+from harness.cleanup import (LINK_PREFIX, STATE_DIR, RunState, cleanup_leftovers, latch_ctrl_c, leftovers,
+                             register_teardown, remove_cgroup_tree, remove_netns_mount, set_signal_handler,
+                             signals_deferred, unlatch_ctrl_c, unregister_teardown)
 from harness.errors import TeardownIncomplete, TopologyError
 from harness.topology.plan import (EXTERNAL, LAN, NamespacePlan, ServerPlan, TopologyPlan, lxc_name,
                                    plan_topology)
@@ -514,11 +514,13 @@ class RealTopology:
     # --------------------------------------------------------------- signals
 
     def _install_signal_handling(self) -> None:
-        """SIGTERM becomes SystemExit in the main thread, so ``finally``/``with`` clean up."""
+        """SIGTERM becomes SystemExit in the main thread, so ``finally``/``with`` clean up; the first
+        Ctrl-C raises KeyboardInterrupt, later ones wait for the teardown (``latch_ctrl_c``)."""
         atexit.register(self._close_at_exit)
         register_teardown(self.close)
         if threading.current_thread() is not threading.main_thread():
             return
+        latch_ctrl_c()  # from here a second Ctrl-C cannot cut the teardown short
         if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
             def _on_term(signum: int, _frame: Any) -> None:
                 if not self._closed:  # during teardown signals_deferred() holds it back anyway
@@ -531,6 +533,7 @@ class RealTopology:
         if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
             set_signal_handler(signal.SIGTERM, self._old_sigterm)
             self._old_sigterm = None
+        unlatch_ctrl_c()
 
 
 def _killpg(pid: int) -> None:

@@ -83,3 +83,33 @@ def test_a_handler_set_inside_a_deferred_block_is_the_one_in_place_after_it():
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     finally:
         signal.signal(signal.SIGTERM, old)
+
+
+def test_after_the_first_ctrl_c_of_a_run_later_ones_do_not_interrupt_its_teardown():
+    from harness import cleanup
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    cleanup.register_teardown(_no_teardown)  # a run is open
+    try:
+        cleanup.latch_ctrl_c()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            signal.pthread_sigmask(signal.SIG_BLOCK, [])  # a bytecode boundary for the handler to run
+        steps = []
+        os.kill(os.getpid(), signal.SIGINT)  # e.g. while the datapath closes: nothing is raised
+        steps.append("datapath closed")
+        with signals_deferred("teardown"):
+            os.kill(os.getpid(), signal.SIGINT)
+            steps.append("topology closed")
+        assert steps == ["datapath closed", "topology closed"]  # and no KeyboardInterrupt after the block
+        cleanup.unlatch_ctrl_c()
+        assert signal.getsignal(signal.SIGINT) is cleanup.stop_on_first_ctrl_c  # still stopping: stays
+    finally:
+        cleanup.unregister_teardown(_no_teardown)
+        cleanup._stopping = False
+        cleanup.unlatch_ctrl_c()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def _no_teardown() -> None:
+    pass
