@@ -17,8 +17,10 @@ and command line, unmounts the run's ``/run/netns/twn-<run>-*`` bind mounts
 links named ``twn<run>…`` of dead runs.  Namespaces disappear by themselves
 once no mount and no process holds them.
 
-Teardown survives repeated signals: :func:`signals_deferred` holds SIGINT and
-SIGTERM back while a run removes its objects and delivers them afterwards.
+Teardown survives repeated signals: while a run is open only the first Ctrl-C
+interrupts (:func:`stop_on_first_ctrl_c`; later ones wait for the teardown),
+and :func:`signals_deferred` holds SIGINT and SIGTERM back while a run
+removes its objects and delivers them afterwards.
 :func:`after_interrupt` (the CLI's Ctrl-C path) finishes every teardown this
 process still owes and reports, from :func:`leftovers`, what is truly left.
 """

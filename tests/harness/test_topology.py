@@ -121,6 +121,17 @@ def test_pyroute2_and_setns_helper_reach_the_node_namespace(seed):
     assert inside != before and os.readlink("/proc/thread-self/ns/net") == before
 
 
+def test_every_namespace_has_exactly_the_planned_interfaces_and_macs(seed):
+    plan = seed.plan
+    macs = {(v.target1, v.name1): v.mac1 for v in plan.veths} | {(v.target2, v.name2): v.mac2 for v in plan.veths}
+    for ns in plan.namespaces:
+        links = json.loads(seed.exec(ns.target, ["ip", "-j", "link", "show"]).stdout)
+        assert {link["ifname"] for link in links} - {"lo"} == set(plan.interfaces(ns.target)), ns.target
+        for link in links:
+            if (ns.target, link["ifname"]) in macs:
+                assert link["address"] == macs[(ns.target, link["ifname"])], (ns.target, link["ifname"])
+
+
 def test_root_namespace_holds_no_link_of_the_run(seed):
     assert not [n for n in root_links() if n.startswith(seed.link_prefix) or n.startswith("lxc")
                 or n in ("br0", "ens5", "cilium_host")]
