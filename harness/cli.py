@@ -279,7 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"twin: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("twin: interrupted; kernel objects were cleaned up", file=sys.stderr)
+        from harness.cleanup import after_interrupt  # finishes teardown; says truthfully what is left
+        print(after_interrupt(), file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader closed the pipe (`twin truth-table ... | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

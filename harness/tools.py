@@ -28,6 +28,8 @@ import shlex
 import sys
 from typing import Any, Iterable, Mapping
 
+from harness.errors import ProbeError
+
 __all__ = ["ping", "http", "tcp_connect", "udp_echo", "probe_many", "Target", "CURL_EXIT"]
 
 #: curl exit codes we classify (everything else is "error")
@@ -115,7 +117,7 @@ def _norm(t: Target) -> dict:
         d = {"proto": proto, "ip": ip, "port": port}
     d["proto"] = str(d["proto"]).lower()
     if d["proto"] not in ("tcp", "udp", "http"):
-        raise ValueError(f"probe target {t!r}: proto must be tcp, udp or http")
+        raise ProbeError(f"probe target {t!r}: proto must be tcp, udp or http")
     d["ip"], d["port"] = str(d["ip"]), int(d["port"])
     return d
 

@@ -121,6 +121,17 @@ def test_pyroute2_and_setns_helper_reach_the_node_namespace(seed):
     assert inside != before and os.readlink("/proc/thread-self/ns/net") == before
 
 
+def test_every_namespace_has_exactly_the_planned_interfaces_and_macs(seed):
+    plan = seed.plan
+    macs = {(v.target1, v.name1): v.mac1 for v in plan.veths} | {(v.target2, v.name2): v.mac2 for v in plan.veths}
+    for ns in plan.namespaces:
+        links = json.loads(seed.exec(ns.target, ["ip", "-j", "link", "show"]).stdout)
+        assert {link["ifname"] for link in links} - {"lo"} == set(plan.interfaces(ns.target)), ns.target
+        for link in links:
+            if (ns.target, link["ifname"]) in macs:
+                assert link["address"] == macs[(ns.target, link["ifname"])], (ns.target, link["ifname"])
+
+
 def test_root_namespace_holds_no_link_of_the_run(seed):
     assert not [n for n in root_links() if n.startswith(seed.link_prefix) or n.startswith("lxc")
                 or n in ("br0", "ens5", "cilium_host")]
@@ -235,6 +246,7 @@ def test_deathstar_and_echo_apps_answer_in_their_pods():
 
 def test_close_after_an_exception_removes_every_namespace_process_and_link():
     links_before = root_links()
+    sigterm_before = signal.getsignal(signal.SIGTERM)
     topo = RealTopology(load_cluster([SEED_PODS]), static_neighbours=False)
     with pytest.raises(RuntimeError, match="boom"):
         with topo:
@@ -250,6 +262,7 @@ def test_close_after_an_exception_removes_every_namespace_process_and_link():
     assert [p for p in pids if alive(p)] == []
     assert root_links() == links_before
     assert not state.exists()
+    assert signal.getsignal(signal.SIGTERM) == sigterm_before  # the run's SIGTERM handler is gone with it
     topo.close()  # idempotent
 
 
@@ -325,3 +338,111 @@ def test_sigterm_to_the_owner_tears_the_run_down():
     assert netns_entries(run_id) == []
     assert [p for p in pids if alive(p)] == []
     assert not Path(f"/run/twin/{run_id}.json").exists()
+
+
+_INTERRUPTED = """
+import sys, time
+from harness.cleanup import after_interrupt
+from harness.inputs import load_cluster
+from harness.topology import RealTopology
+try:
+    with RealTopology(load_cluster([sys.argv[1]]), run_id=sys.argv[2]) as topo:
+        print(" ".join(str(p) for p in topo.pids()), flush=True)
+        time.sleep(60)
+except KeyboardInterrupt:
+    if sys.argv[3] == "cli":  # what `twin` does on Ctrl-C
+        print(after_interrupt(), file=sys.stderr, flush=True)
+    sys.exit(130)
+"""
+
+
+def interrupt_repeatedly(proc: subprocess.Popen, state: Path, every_s: float = 0.01, limit_s: float = 60) -> list[dict]:
+    """SIGINT ``proc`` (our own child) again and again until it exits, so many land during teardown.
+    Returns every process its state file ``state`` recorded meanwhile."""
+    seen: dict[int, dict] = {}
+    deadline = time.monotonic() + limit_s
+    while proc.poll() is None and time.monotonic() < deadline:
+        proc.send_signal(signal.SIGINT)
+        try:
+            seen.update({e["pid"]: e for e in json.loads(state.read_text())["pids"]})
+        except (OSError, ValueError):
+            pass
+        time.sleep(every_s)
+    return list(seen.values())
+
+
+@pytest.mark.parametrize("when", ["built", "building"])
+@pytest.mark.parametrize("caller", ["cli", "library"])
+def test_repeated_ctrl_c_during_teardown_still_removes_everything_and_says_so(caller, when):
+    """``cli`` reports like `twin` does; ``library`` relies on RealTopology.close alone.  The Ctrl-Cs
+    start once the run is up (``built``) or once it has started its first namespace (``building``)."""
+    from harness.cleanup import pid_matches
+
+    run_id = "int" + os.urandom(2).hex()[:3]
+    state = Path(f"/run/twin/{run_id}.json")
+    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED, SEED_PODS, run_id, caller], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        if when == "built":
+            assert proc.stdout.readline().split(), "the run did not build"
+            assert len(netns_entries(run_id)) == 8
+        else:
+            deadline = time.monotonic() + 30  # until the first namespace shell is recorded
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    if json.loads(state.read_text())["pids"]:
+                        break
+                except (OSError, ValueError):
+                    pass
+                time.sleep(0.002)
+            assert state.exists(), "the run never wrote its state file"
+        recorded = interrupt_repeatedly(proc, state)
+        code = proc.wait(timeout=30)
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    if caller == "cli":
+        assert code == 130 and "Traceback" not in err, err
+        assert err.strip().splitlines()[-1] == "twin: interrupted; kernel objects were cleaned up", err
+    assert netns_entries(run_id) == []
+    assert recorded and [e for e in recorded if pid_matches(e) and alive(e["pid"])] == []
+    assert not state.exists()
+
+
+def test_node_cgroups_are_recorded_and_removed_and_a_blocked_teardown_says_what_is_left():
+    from harness.errors import TeardownIncomplete
+
+    topo = RealTopology(load_cluster([SEED_PODS])).start()
+    stray = None
+    try:
+        d = topo.make_node_cgroup("k8s-w1")
+        assert str(d) == f"/sys/fs/cgroup/unified/twn-{topo.run_id}/k8s-w1"
+        assert str(topo.server_pid(WEBPOD1)) in (d / "cgroup.procs").read_text().split()
+        state = json.loads(Path(topo.state_dir, f"{topo.run_id}.json").read_text())
+        assert state["cgroups"] == [str(d.parent), str(d)]
+        # a process the topology does not know keeps the cgroup busy: teardown cannot finish
+        stray = subprocess.Popen(["sleep", "60"])
+        (d / "cgroup.procs").write_text(f"{stray.pid}\n")
+        with pytest.raises(TeardownIncomplete) as exc:
+            topo.close()
+        assert netns_entries(topo.run_id) == []
+        assert list(exc.value.left) == [f"run {topo.run_id}: state file {topo.state_dir}/{topo.run_id}.json",
+                                        f"run {topo.run_id}: cgroup {d.parent}",
+                                        f"run {topo.run_id}: cgroup {d}"]
+        assert "twin cleanup" in str(exc.value)
+        stray.kill()
+        stray.wait()
+        topo.close()  # retries what is left
+        assert not d.parent.exists()
+        assert not Path(topo.state_dir, f"{topo.run_id}.json").exists()
+    finally:
+        if stray is not None and stray.poll() is None:
+            stray.kill()
+            stray.wait()
+        try:
+            topo.close()
+        except TopologyError:
+            pass

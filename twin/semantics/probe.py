@@ -1,8 +1,10 @@
 """Probes: resolve a scenario probe's destination and predict its outcome.
 
 A probe to ``svc:NS/NAME`` becomes one probe per backend (the backend's IP
-and target port) until socket load-balancing lands on the real side; both
-backends do the same expansion, so their records line up by key.
+and target port): it checks the policy verdict towards every backend, not
+which backend the load balancer picks (``requests`` steps go through the
+service address and its socket LB).  Both backends do the same expansion,
+so their records line up by key.
 """
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Resolved policy tables: the semantics' answer in a form a datapath can compile.
 
 A :class:`PolicyTable` is a pure function of a cluster (see
-``twin.semantics.policy.policy_table``).  For each (endpoint identity,
+:meth:`twin.semantics.policy.PolicyEngine.policy_table`).  For each (endpoint identity,
 direction) it says whether the direction is enforced and, per peer identity,
 a list of *non-overlapping* L4 entries with deny precedence already applied.
 Anything not covered by an entry in an enforced direction is default-deny

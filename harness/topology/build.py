@@ -1,29 +1,13 @@
-"""The real side's network: the model's cluster built from namespaces and veths.
+"""Executing a :class:`~harness.topology.plan.TopologyPlan`: namespaces, veths, scripts, app servers.
 
-Layout (every box is a Mininet :class:`~mininet.node.Host`, i.e. a shell in
-its own network namespace; there is no OpenFlow controller and no OVS)::
-
-                       LAN host: bridge br0
-          ┌──────────────┬──────┴───────┬──────────────┐
-        n0.k8s-s      n1.k8s-w1      n2.k8s-w2        ext          (LAN side)
-          │              │              │              │
-        ens5           ens5           ens5           eth0         192.168.10.x/24
-     node k8s-s     node k8s-w1    node k8s-w2    external host   .200, HTTP on :80
-     cilium_host    (router IP /32; ip_forward=1; routes to the other nodes' pod CIDRs)
-     lxc<sha1>…      one per local pod: proxy_arp=1, a /32 route to the pod
-          │
-        eth0  pod /32, default via the router IP (on-link)
-
-``cilium_host`` is a veth paired with ``cilium_net``, as in Cilium (this
-kernel has no ``dummy`` driver).  By default pod and node also get static
-neighbour entries for each other, so no ARP crosses an ``lxc`` device.
-
-Nothing is created in the root namespace: each veth is created inside its
-first host's namespace with its peer placed directly in the second one.
-Each namespace is also bind-mounted at ``/run/netns/twn-<run>-<name>`` so
-``ip netns exec`` and pyroute2 can use it.  Everything is recorded in a
-state file (:mod:`harness.cleanup`) before or as it is created, and
-:meth:`RealTopology.close` removes it again (also after a partial build).
+Every box of the plan is a Mininet :class:`~mininet.node.Host` (a shell in
+its own network namespace).  Each veth is created inside its first host's
+namespace with its peer placed directly in the second one, so nothing is
+created in the root namespace.  Each namespace is also bind-mounted at
+``/run/netns/twn-<run>-<name>`` so ``ip netns exec`` and pyroute2 can use it.
+Everything is recorded in a state file (:mod:`harness.cleanup`) before or as
+it is created, and :meth:`RealTopology.close` removes it again (also after a
+partial build), with SIGINT/SIGTERM deferred until it is done.
 
 Usage::
 
@@ -33,38 +17,30 @@ Usage::
 from __future__ import annotations
 
 import atexit
-import hashlib
 import os
 import secrets
 import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
-from harness.cleanup import (LINK_PREFIX, NETNS_DIR, NETNS_PREFIX, STATE_DIR, RunState, cleanup_leftovers,
-                             remove_netns_mount)
+from harness.cleanup import (LINK_PREFIX, STATE_DIR, RunState, cleanup_leftovers, latch_ctrl_c, leftovers,
+                             register_teardown, remove_cgroup_tree, remove_netns_mount, set_signal_handler,
+                             signals_deferred, unlatch_ctrl_c, unregister_teardown)
+from harness.errors import TeardownIncomplete, TopologyError
+from harness.topology.plan import (EXTERNAL, LAN, NamespacePlan, ServerPlan, TopologyPlan, lxc_name,
+                                   plan_topology)
 from twin.model import topology as topodefaults
-from twin.model import apps
 from twin.model.apps import app_of_pod
-from twin.model.objects import Cluster, Pod
+from twin.model.objects import Cluster
 
-__all__ = ["RealTopology", "ExecResult", "TopologyError", "lxc_name", "REPO_ROOT"]
+__all__ = ["RealTopology", "ExecResult", "REPO_ROOT"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-EXTERNAL = "external"
-LAN = "lan"
-BRIDGE = "br0"
-ROUTER_DEV = "cilium_host"  # a veth whose peer is cilium_net, as in Cilium (no dummy driver here)
-ROUTER_PEER = "cilium_net"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 _PROXY_ENV = ("http_proxy", "https_proxy", "ftp_proxy", "all_proxy", "no_proxy")
-
-
-class TopologyError(RuntimeError):
-    """Building or using the real topology failed; the message names the object."""
 
 
 @dataclass(frozen=True)
@@ -87,17 +63,6 @@ class ExecResult:
         return self.returncode == 0 and not self.timed_out
 
 
-def lxc_name(pod_key: str) -> str:
-    """Node-side name of a pod's veth: ``lxc`` + 11 hex chars of sha1(ns/name)."""
-    return "lxc" + hashlib.sha1(pod_key.encode()).hexdigest()[:11]
-
-
-def _mac(seed: str) -> str:
-    """A stable, locally administered unicast MAC for a named interface."""
-    h = hashlib.sha1(seed.encode()).digest()
-    return ":".join(f"{b:02x}" for b in (0x02 | (h[0] & 0xFC), *h[1:6]))
-
-
 def _clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k.lower() not in _PROXY_ENV}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
@@ -105,7 +70,7 @@ def _clean_env() -> dict[str, str]:
 
 
 class RealTopology:
-    """The cluster's nodes, pods, LAN and external host as real namespaces.
+    """The cluster's nodes, pods, LAN and external host as real namespaces, built from :attr:`plan`.
 
     Targets (for :meth:`exec`, :meth:`popen`, :meth:`netns_path`): a pod key
     (``default/netpod``, or a bare pod name in ``default``), a node name,
@@ -122,13 +87,15 @@ class RealTopology:
         self.static_neighbours = static_neighbours
         self.start_apps = start_apps
         self.external_ip = topodefaults.EXTERNAL_HOST_IP
+        #: every name, address and command of this run (pure; see harness.topology.plan)
+        self.plan: TopologyPlan = plan_topology(cluster, self.run_id, static_neighbours=static_neighbours,
+                                                start_apps=start_apps, external_ip=self.external_ip)
         #: lines from cleanup_leftovers() run at start
         self.cleanup_report: list[str] = []
         self.build_seconds: float | None = None
         self.teardown_seconds: float | None = None
         self._state: RunState | None = None
         self._hosts: dict[str, Any] = {}  # target -> mininet Host
-        self._netns: dict[str, str] = {}  # target -> netns name under /run/netns
         self._links: list[Any] = []
         self._procs: dict[int, tuple[str, subprocess.Popen]] = {}  # pid -> (target, Popen)
         self._servers: dict[str, subprocess.Popen] = {}  # target -> app server
@@ -136,6 +103,7 @@ class RealTopology:
         self._lock = threading.RLock()
         self._started = False
         self._closed = False
+        self._torn_down = False
         self._old_sigterm: Any = None
         self._pods = {p.key: p for p in cluster.pods}
         self._lxc = {p.key: lxc_name(p.key) for p in cluster.pods}
@@ -145,7 +113,7 @@ class RealTopology:
     @property
     def prefix(self) -> str:
         """Prefix of every name this run uses in shared places."""
-        return f"{NETNS_PREFIX}{self.run_id}-"
+        return self.plan.prefix
 
     @property
     def link_prefix(self) -> str:
@@ -163,23 +131,26 @@ class RealTopology:
         raise TopologyError(f"unknown target {target!r}: not a pod key, node name, 'external' or 'lan'")
 
     def netns_name(self, target: str) -> str:
-        t = self.resolve(target)
-        return self.prefix + t.replace("/", ".")
+        return self.plan.namespace(self.resolve(target)).netns
 
     def netns_path(self, target: str) -> str:
         """``/run/netns/twn-<run>-<name>``: usable by setns(2), ``ip netns`` and pyroute2."""
-        return str(NETNS_DIR / self.netns_name(target))
+        return self.plan.namespace(self.resolve(target)).path
 
     def node_netns(self, node_name: str) -> str:
-        self.cluster.node(node_name)
+        self._node(node_name)
         return self.netns_path(node_name)
 
     def lxc_of(self, pod_key: str) -> str:
         return self._lxc[self.resolve(pod_key)]
 
     def lxc_by_node(self, node_name: str) -> list[str]:
-        self.cluster.node(node_name)
+        self._node(node_name)
         return [self._lxc[p.key] for p in self.cluster.pods if p.node == node_name]
+
+    def _node(self, node_name: str) -> None:
+        if not any(n.name == node_name for n in self.cluster.nodes):
+            raise TopologyError(f"unknown node {node_name!r} (nodes: {[n.name for n in self.cluster.nodes]})")
 
     def pod_host(self, pod_key: str) -> Any:
         return self.host(self.resolve(pod_key))
@@ -217,12 +188,12 @@ class RealTopology:
         self.close()
 
     def start(self) -> "RealTopology":
-        """Build everything; on any failure remove what was built and re-raise."""
+        """Build everything; on any failure (or Ctrl-C) remove what was built and re-raise."""
         with self._lock:
             if self._started:
                 return self
             if self._closed:
-                raise TopologyError("a closed RealTopology cannot be started again")
+                raise TopologyError(f"run {self.run_id}: a closed RealTopology cannot be started again")
             self._started = True
         if os.geteuid() != 0:
             raise TopologyError("RealTopology needs root (network namespaces, veths, mounts)")
@@ -233,6 +204,9 @@ class RealTopology:
             self._state = RunState.create(self.run_id, self.state_dir)
             self._state.log_dir.mkdir(parents=True, exist_ok=True)
             self._build()
+        except (OSError, subprocess.SubprocessError) as exc:  # operational: say what, no traceback
+            self.close()
+            raise TopologyError(f"run {self.run_id}: building the topology failed: {exc}") from exc
         except BaseException:
             self.close()
             raise
@@ -240,173 +214,89 @@ class RealTopology:
         return self
 
     def close(self) -> None:
-        """Kill what we started, delete links, unmount namespaces. Idempotent."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-        t0 = time.monotonic()
-        errors: list[str] = []
+        """Kill what we started, delete links, unmount namespaces, remove cgroups. Idempotent.
+
+        SIGINT/SIGTERM are deferred until it is done (a second Ctrl-C cannot cut
+        the teardown short).  If something could not be removed,
+        :class:`TeardownIncomplete` lists it; the state file then stays, so
+        ``twin cleanup`` removes the rest once this process has exited.
+        """
+        with signals_deferred("teardown"):
+            with self._lock:
+                if self._torn_down:
+                    return
+                self._closed = True  # no new commands from here on
+                t0 = time.monotonic()
+                errors: list[str] = []
+                # an exception out of _teardown, or objects it could not remove, leave _torn_down False:
+                # a later close() (again, at exit, or from finish_teardown) retries what is left
+                self._teardown(errors)
+                self.teardown_seconds = time.monotonic() - t0
+                if not errors:
+                    self._torn_down = True
+                    unregister_teardown(self.close)
+                    self._restore_signal_handling()
+            if errors:
+                left = leftovers(self.run_id, self.state_dir)
+                raise TeardownIncomplete(
+                    f"run {self.run_id}: teardown left state behind: " + "; ".join(errors)
+                    + ("; still present: " + "; ".join(left) if left else "")
+                    + "; `twin cleanup` removes it once this process has exited", left)
+
+    def _close_at_exit(self) -> None:
         try:
-            self._teardown(errors)
-        finally:
-            self._restore_signal_handling()
-            self.teardown_seconds = time.monotonic() - t0
-        if errors:
-            raise TopologyError("teardown left state behind: " + "; ".join(errors))
+            self.close()
+        except TopologyError as exc:  # the interpreter is exiting: say what is left, no traceback
+            os.write(2, f"twin: {exc}\n".encode())
 
     # ----------------------------------------------------------------- build
 
     def _build(self) -> None:
         from mininet.node import Host
 
-        c = self.cluster
-        self._check_model()
-        targets = [LAN] + [n.name for n in c.nodes] + [p.key for p in c.pods] + [EXTERNAL]
-        for t in targets:
-            h = Host(f"twn{self.run_id}-{t.replace('/', '.')}", inNamespace=True)
-            self._hosts[t] = h
-            self._state.add_pid(int(h.pid))
+        plan, state = self.plan, self._state
+        assert state is not None
+        for ns in plan.namespaces:
+            with signals_deferred():  # a shell is tracked as soon as it exists
+                h = Host(ns.host_name, inNamespace=True)
+                self._hosts[ns.target] = h
+                state.add_pid(int(h.pid))
         # bind-mount every namespace (recorded before it is made)
-        batch = []
-        for t in targets:
-            name = self.netns_name(t)
-            self._state.add_mount(str(NETNS_DIR / name))
-            self._netns[t] = name
-            batch.append(f"netns attach {name} {self._hosts[t].pid}")
-        self._ip_batch(batch)
+        for ns in plan.namespaces:
+            state.add_mount(ns.path)
+        self._ip_batch([f"netns attach {ns.netns} {self._hosts[ns.target].pid}" for ns in plan.namespaces])
+        for v in plan.veths:
+            self._link(v.target1, v.name1, v.mac1, v.target2, v.name2, v.mac2)
+        for ns in plan.namespaces:
+            self._script(ns)
+        if plan.servers:
+            self._wait_listening({s.target: (self._spawn_server(s), s.tcp_ports, s.udp_ports)
+                                  for s in plan.servers})
 
-        lan = self._hosts[LAN]
-        lan_ports = []
-        for i, node in enumerate(c.nodes):
-            port = f"n{i}.{node.name}"[:15]
-            self._link(lan, port, self._hosts[node.name], node.uplink)
-            lan_ports.append(port)
-        self._link(lan, "ext", self._hosts[EXTERNAL], "eth0")
-        lan_ports.append("ext")
-        for p in c.pods:
-            self._link(self._hosts[p.node], self._lxc[p.key], self._hosts[p.key], "eth0")
-
-        self._configure_lan(lan_ports)
-        for node in c.nodes:
-            self._configure_node(node)
-        for p in c.pods:
-            self._configure_pod(p)
-        self._configure_external()
-        if self.start_apps:
-            self._start_servers()
-
-    def _check_model(self) -> None:
-        c = self.cluster
-        names = [self.netns_name(t) for t in [LAN, EXTERNAL] + [n.name for n in c.nodes] + list(self._pods)]
-        dup = {n for n in names if names.count(n) > 1}
-        if dup:
-            raise TopologyError(f"namespace names collide: {sorted(dup)} (a node named like a pod?)")
-        lxcs = list(self._lxc.values())
-        if len(set(lxcs)) != len(lxcs):
-            raise TopologyError("two pods hash to the same lxc name")
-        for n in c.nodes:
-            if len(n.uplink) > 15:
-                raise TopologyError(f"node {n.name}: uplink name {n.uplink!r} is longer than 15 characters")
-            if n.ip not in c.node_network:
-                raise TopologyError(f"node {n.name}: IP {n.ip} is outside the node network {c.node_network}")
-        if self.external_ip not in c.node_network:
-            raise TopologyError(f"external host {self.external_ip} is outside the node network {c.node_network}")
-        for p in c.pods:
-            c.node(p.node)  # KeyError names the missing node
-
-    def _link(self, h1: Any, name1: str, h2: Any, name2: str) -> None:
-        """A veth created inside ``h1``'s namespace with its peer put straight into ``h2``'s."""
+    def _link(self, t1: str, name1: str, mac1: str, t2: str, name2: str, mac2: str) -> None:
+        """A veth created inside ``t1``'s namespace with its peer put straight into ``t2``'s."""
         from mininet.link import Intf, Link
 
         class _Bare(Intf):
-            def config(self, **_params: Any) -> dict:  # configured by our scripts instead
+            def config(self, **_params: Any) -> dict:  # configured by the plan's scripts instead
                 return {}
 
-        seed = f"{self.run_id}/{h1.name}/{name1}"
-        link = Link(h1, h2, intfName1=name1, intfName2=name2,
-                    addr1=_mac(seed + "/1"), addr2=_mac(seed + "/2"), intf=_Bare)
-        self._links.append(link)
+        self._links.append(Link(self._hosts[t1], self._hosts[t2], intfName1=name1, intfName2=name2,
+                                addr1=mac1, addr2=mac2, intf=_Bare))
 
-    def _mac_of(self, target: str, ifname: str) -> str:
-        return self._hosts[target].nameToIntf[ifname].mac
-
-    def _configure_lan(self, ports: list[str]) -> None:
-        cmds = self._common_sysctls() + [
-            f"ip link add {BRIDGE} type bridge stp_state 0 forward_delay 0 mcast_snooping 0",
-            f"ip link set {BRIDGE} up",
-        ]
-        cmds += [f"ip link set {p} master {BRIDGE} up" for p in ports]
-        self._script(LAN, cmds)
-
-    def _configure_node(self, node: Any) -> None:
-        c = self.cluster
-        plen = c.node_network.prefixlen
-        router = topodefaults.router_ip(node.pod_cidr)
-        cmds = self._common_sysctls() + [
-            "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0",
-            f"ip addr add {node.ip}/{plen} dev {node.uplink}",
-            f"ip link set {node.uplink} up",
-            f"ip link add {ROUTER_DEV} type veth peer name {ROUTER_PEER}",
-            f"ip link set {ROUTER_PEER} up",
-            f"ip addr add {router}/32 dev {ROUTER_DEV}",
-            f"ip link set {ROUTER_DEV} up",
-        ]
-        for p in c.pods:
-            if p.node != node.name:
-                continue
-            lxc = self._lxc[p.key]
-            cmds += [
-                f"sysctl -qw net.ipv4.conf.{lxc}.proxy_arp=1 net.ipv4.conf.{lxc}.rp_filter=0",
-                f"ip link set {lxc} up",
-                f"ip route add {p.ip}/32 dev {lxc}",
-            ]
-            if self.static_neighbours:
-                cmds.append(f"ip neigh replace {p.ip} lladdr {self._mac_of(p.key, 'eth0')} dev {lxc} nud permanent")
-        for other in c.nodes:
-            if other.name != node.name:
-                cmds.append(f"ip route add {other.pod_cidr} via {other.ip} dev {node.uplink}")
-        self._script(node.name, cmds)
-
-    def _configure_pod(self, p: Pod) -> None:
-        router = topodefaults.router_ip(self.cluster.node(p.node).pod_cidr)
-        cmds = self._common_sysctls() + [
-            f"ip addr add {p.ip}/32 dev eth0",
-            "ip link set eth0 up",
-            f"ip route add {router} dev eth0 scope link",
-            f"ip route add default via {router} dev eth0",
-        ]
-        if self.static_neighbours:
-            cmds.append(f"ip neigh replace {router} lladdr {self._mac_of(p.node, self._lxc[p.key])} "
-                        "dev eth0 nud permanent")
-        self._script(p.key, cmds)
-
-    def _configure_external(self) -> None:
-        c = self.cluster
-        cmds = self._common_sysctls() + [
-            f"ip addr add {self.external_ip}/{c.node_network.prefixlen} dev eth0",
-            "ip link set eth0 up",
-        ]
-        cmds += [f"ip route add {n.pod_cidr} via {n.ip} dev eth0" for n in c.nodes]
-        self._script(EXTERNAL, cmds)
-
-    @staticmethod
-    def _common_sysctls() -> list[str]:
-        # IPv6 off (the seed lab is IPv4-only; keeps ND/MLD noise off the BPF hooks)
-        return ["sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1",
-                "ip link set lo up"]
-
-    def _script(self, target: str, cmds: list[str]) -> None:
-        res = self.exec(target, ["sh", "-ec", "\n".join(cmds)], timeout=30)
+    def _script(self, ns: NamespacePlan) -> None:
+        cmds = ns.commands()
+        res = self.exec(ns.target, ["sh", "-ec", "\n".join(cmds)], timeout=30)
         if not res.ok:
-            raise TopologyError(f"configuring {target}: exit {res.returncode}: {res.stderr.strip()}\n"
-                                + "\n".join(cmds))
+            raise TopologyError(f"run {self.run_id}: configuring namespace {ns.netns} ({ns.target}): "
+                                f"exit {res.returncode}: {res.stderr.strip()}\n" + "\n".join(cmds))
 
     def _ip_batch(self, lines: list[str]) -> None:
         res = subprocess.run(["ip", "-batch", "-"], input="\n".join(lines) + "\n",
                              capture_output=True, text=True, timeout=30)
         if res.returncode != 0:
-            raise TopologyError(f"ip -batch failed: {res.stderr.strip()}")
+            raise TopologyError(f"run {self.run_id}: attaching namespaces under /run/netns failed: "
+                                f"{res.stderr.strip()}")
 
     # ---------------------------------------------------------------- servers
 
@@ -433,40 +323,15 @@ class RealTopology:
         if key in self._servers and self._servers[key].poll() is None:
             raise TopologyError(f"{key}'s app server is already running")
         t = time.monotonic()
-        argv = self._server_argv(app.name, p.name, app.tcp_ports, app.udp_ports, [str(p.ip)])
-        self._wait_listening({key: (self._spawn_server(key, argv), app.tcp_ports, app.udp_ports)})
+        s = ServerPlan(key, app.name, p.name, tuple(app.tcp_ports), tuple(app.udp_ports), (str(p.ip),))
+        self._wait_listening({key: (self._spawn_server(s), s.tcp_ports, s.udp_ports)})
         return t
 
-    def _start_servers(self) -> None:
-        wanted: dict[str, tuple[subprocess.Popen, tuple[int, ...], tuple[int, ...]]] = {}
-        for p in self.cluster.pods:
-            app = app_of_pod(p)
-            if app.name == "none":
-                continue
-            argv = self._server_argv(app.name, p.name, app.tcp_ports, app.udp_ports, [str(p.ip)])
-            wanted[p.key] = (self._spawn_server(p.key, argv), app.tcp_ports, app.udp_ports)
-        ext = apps.EXTERNAL_APP
-        argv = self._server_argv(ext.name, apps.EXTERNAL_HOSTNAME, ext.tcp_ports, ext.udp_ports, [str(self.external_ip)])
-        wanted[EXTERNAL] = (self._spawn_server(EXTERNAL, argv), ext.tcp_ports, ext.udp_ports)
-        self._wait_listening(wanted)
-
-    @staticmethod
-    def _server_argv(app: str, hostname: str, tcp: Iterable[int], udp: Iterable[int],
-                     ips: list[str]) -> list[str]:
-        argv = [sys.executable, "-m", "harness.apps.server", "--app", app, "--hostname", hostname]
-        for port in tcp:
-            argv += ["--tcp", str(port)]
-        for port in udp:
-            argv += ["--udp", str(port)]
-        for ip in ips:
-            argv += ["--ip", ip]
-        return argv
-
-    def _spawn_server(self, target: str, argv: list[str]) -> subprocess.Popen:
-        log = self._state.log_dir / f"{target.replace('/', '.')}.log"
-        with open(log, "wb") as fh:
-            proc = self.popen(target, argv, stdout=subprocess.DEVNULL, stderr=fh, cwd=str(REPO_ROOT))
-        self._servers[target] = proc
+    def _spawn_server(self, s: ServerPlan) -> subprocess.Popen:
+        assert self._state is not None
+        with open(self._state.log_dir / s.log_name, "wb") as fh:
+            proc = self.popen(s.target, list(s.argv), stdout=subprocess.DEVNULL, stderr=fh, cwd=str(REPO_ROOT))
+        self._servers[s.target] = proc
         return proc
 
     def _wait_listening(self, wanted: dict) -> None:
@@ -495,17 +360,42 @@ class RealTopology:
 
     # -------------------------------------------------------------- commands
 
+    def make_node_cgroup(self, node_name: str) -> Path:
+        """Create the node's cgroup2 directory (``<plan.cgroup_dir>/<node>``), record it in the
+        state file and run the node's pods' processes in it; :meth:`close` removes it."""
+        self._node(node_name)
+        if self._state is None or self._closed:
+            raise TopologyError(f"run {self.run_id}: no cgroup for {node_name} (topology not built, or closed)")
+        root = Path(self.plan.cgroup_dir)
+        d = Path(self.plan.node_cgroup(node_name))
+        try:
+            if not root.is_dir():
+                self._state.add_cgroup(str(root))
+                root.mkdir()
+            self._state.add_cgroup(str(d))
+            d.mkdir()
+        except OSError as exc:
+            raise TopologyError(f"run {self.run_id}: cannot create cgroup {d}: {exc.strerror}") from exc
+        self.set_node_cgroup(node_name, d)
+        return d
+
     def set_node_cgroup(self, node_name: str, cgroup_dir: str | os.PathLike) -> None:
         """Run the node's pods' processes in ``cgroup_dir`` (cgroup2): moves the
         running ones (app servers, popen'd) now, and starts later ones there."""
-        self.cluster.node(node_name)
+        self._node(node_name)
         procs_file = Path(cgroup_dir) / "cgroup.procs"
         if not procs_file.exists():
             raise TopologyError(f"{cgroup_dir} is not a cgroup2 directory (no cgroup.procs)")
         self._cgroups[node_name] = str(cgroup_dir)
         for pid, (target, proc) in list(self._procs.items()):
             if proc.poll() is None and self._node_of(target) == node_name:
-                procs_file.write_text(f"{pid}\n")
+                try:
+                    procs_file.write_text(f"{pid}\n")
+                except ProcessLookupError:
+                    pass  # it exited meanwhile
+                except OSError as exc:
+                    raise TopologyError(f"cannot move pid {pid} ({target}) into cgroup {cgroup_dir}: "
+                                        f"{exc.strerror}") from exc
 
     def _node_of(self, target: str) -> str | None:
         p = self._pods.get(target)
@@ -536,6 +426,10 @@ class RealTopology:
             _killpg(proc.pid)
             out, err = proc.communicate()
             timed_out = True
+        except BaseException:  # Ctrl-C while waiting: the command runs in its own session, end it too
+            _killpg(proc.pid)
+            proc.wait()
+            raise
         return ExecResult(tuple(map(str, argv)), proc.returncode, out, err, time.monotonic() - t0, timed_out)
 
     def popen(self, target: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen:
@@ -545,7 +439,7 @@ class RealTopology:
         kwargs.setdefault("stderr", subprocess.PIPE)
         kwargs.setdefault("env", _clean_env())
         t = self.resolve(target)
-        with self._lock:
+        with signals_deferred(), self._lock:  # started and recorded, or neither: no untracked process
             proc = subprocess.Popen(self._argv_in(t, argv), **kwargs)
             self._procs[proc.pid] = (t, proc)
             if self._state:
@@ -576,7 +470,7 @@ class RealTopology:
                 self._state.drop_pid(pid)
             del self._procs[pid]
         self._servers.clear()
-        # 2. links (deleting one end of a veth removes both), bridge, dummies
+        # 2. links (deleting one end of a veth removes both), the bridge, the cilium_host veths
         for link in reversed(self._links):
             try:
                 h = link.intf1.node
@@ -585,9 +479,10 @@ class RealTopology:
             except Exception as exc:  # keep tearing down
                 errors.append(f"link {link}: {exc}")
         self._links.clear()
-        for t, h in self._hosts.items():
-            if getattr(h, "shell", None) and (t == LAN or t in {n.name for n in self.cluster.nodes}):
-                h.cmd(f"ip link del {BRIDGE} 2>/dev/null; ip link del {ROUTER_DEV} 2>/dev/null")
+        for ns in self.plan.namespaces:
+            h = self._hosts.get(ns.target)
+            if getattr(h, "shell", None) and ns.local_devices:
+                h.cmd("; ".join(f"ip link del {dev} 2>/dev/null" for dev in ns.local_devices))
         # 3. bind mounts
         if self._state:
             for m in list(self._state.mounts):
@@ -606,28 +501,39 @@ class RealTopology:
             if pid and self._state:
                 self._state.drop_pid(pid)
         self._hosts.clear()
+        # 5. cgroups (empty now: their processes are gone; BPF programs attached to them detach with them)
+        if self._state:
+            for cg in reversed(list(self._state.cgroups)):
+                if Path(cg).is_dir() and not remove_cgroup_tree(Path(cg)):
+                    errors.append(f"cgroup {cg} still has processes")
+                else:
+                    self._state.drop_cgroup(cg)
         if self._state and not errors:
             self._state.remove()
 
     # --------------------------------------------------------------- signals
 
     def _install_signal_handling(self) -> None:
-        """SIGTERM becomes SystemExit in the main thread, so ``finally``/``with`` clean up."""
-        atexit.register(self.close)
+        """SIGTERM becomes SystemExit in the main thread, so ``finally``/``with`` clean up; the first
+        Ctrl-C raises KeyboardInterrupt, later ones wait for the teardown (``latch_ctrl_c``)."""
+        atexit.register(self._close_at_exit)
+        register_teardown(self.close)
         if threading.current_thread() is not threading.main_thread():
             return
+        latch_ctrl_c()  # from here a second Ctrl-C cannot cut the teardown short
         if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
             def _on_term(signum: int, _frame: Any) -> None:
-                if not self._closed:  # a second SIGTERM must not interrupt the teardown itself
+                if not self._closed:  # during teardown signals_deferred() holds it back anyway
                     raise SystemExit(128 + signum)
 
-            self._old_sigterm = signal.signal(signal.SIGTERM, _on_term)
+            self._old_sigterm = set_signal_handler(signal.SIGTERM, _on_term)
 
     def _restore_signal_handling(self) -> None:
-        atexit.unregister(self.close)
+        atexit.unregister(self._close_at_exit)
         if self._old_sigterm is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._old_sigterm)
+            set_signal_handler(signal.SIGTERM, self._old_sigterm)
             self._old_sigterm = None
+        unlatch_ctrl_c()
 
 
 def _killpg(pid: int) -> None:
