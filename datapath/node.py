@@ -24,7 +24,7 @@ from datapath.maps import conntrack, endpoints, ipcache, policy
 from datapath.maps.conntrack import CtKey, CtValue
 from datapath.maps.events import EventReader, FlowRecord
 from datapath.maps.policy import PolicyKey, PolicyValue
-from datapath.reconcile import BccMap, ReconcileResult, reconcile
+from datapath.reconcile import BccMap, CachedMap, ReconcileResult, reconcile
 
 __all__ = ["EndpointSpec", "NodeDatapath"]
 
@@ -48,6 +48,7 @@ class NodeDatapath:
         self._attacher: TcAttacher | None = None
         self._events: EventReader | None = None
         self._attachments: dict[str, LxcAttachment] = {}
+        self._cached: dict[str, CachedMap] = {}
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------
@@ -80,6 +81,7 @@ class NodeDatapath:
             self._attacher.close()
             self._attacher = None
         self._events = None
+        self._cached.clear()
         if self._program is not None:
             self._program.close()
             self._program = None
@@ -138,22 +140,40 @@ class NodeDatapath:
     def _map(self, codec: object) -> BccMap:
         return BccMap(self.program.table(codec.map_name), codec)  # type: ignore[attr-defined]
 
+    def _cached_map(self, codec: object) -> CachedMap:
+        """A map only the agent writes, as it last wrote it (read from the kernel once):
+        a reconcile diffs against memory and writes only what changed."""
+        name = codec.map_name  # type: ignore[attr-defined]
+        if name not in self._cached:
+            self._cached[name] = CachedMap(self._map(codec))
+        return self._cached[name]
+
+    def resync(self) -> None:
+        """Reload the cached view of the endpoints, ipcache and policy maps from the kernel."""
+        for m in self._cached.values():
+            m.resync()
+
+    @property
+    def map_writes(self) -> int:
+        """Updates and deletes made to the endpoints, ipcache and policy maps so far."""
+        return sum(m.writes for m in self._cached.values())
+
     def set_endpoints(self, specs: Iterable[EndpointSpec]) -> ReconcileResult:
         """Make the endpoints map hold exactly ``specs`` (ifnames resolved here)."""
         local = [
             dpcompile.LocalEndpoint(self._ifindex(s.ifname), s.identity, ipaddress.IPv4Address(s.ip))
             for s in specs
         ]
-        return reconcile(dpcompile.compile_endpoints(local), self._map(endpoints.CODEC))
+        return reconcile(dpcompile.compile_endpoints(local), self._cached_map(endpoints.CODEC))
 
     def set_ipcache(self, prefixes: Mapping[ipaddress.IPv4Network | str, int]) -> ReconcileResult:
-        return reconcile(dpcompile.compile_ipcache(prefixes), self._map(ipcache.CODEC))
+        return reconcile(dpcompile.compile_ipcache(prefixes), self._cached_map(ipcache.CODEC))
 
     def set_policy(
         self, table: PolicyTable, *, endpoint_identities: Iterable[int] = ()
     ) -> ReconcileResult:
         desired = dpcompile.compile_policy(table, endpoint_identities=endpoint_identities)
-        return reconcile(desired, self._map(policy.CODEC))
+        return reconcile(desired, self._cached_map(policy.CODEC))
 
     def policy_entries(self) -> dict[PolicyKey, PolicyValue]:
         return dict(self._map(policy.CODEC).items())
