@@ -214,10 +214,11 @@ def reconcile_lb(
     4. lb4_services master entries: add/update.  A shrinking service lowers
        its count *before* its now-unused slots are deleted (step 6); a new
        service appears only once its slots exist.
-    5. lb4_backends: updates that make a backend terminating (it has just
-       left every slot in steps 3-4)
-    6. lb4_services: delete stale masters first (removed frontends stop
-       matching), then stale slots
+    5. lb4_services: delete stale masters (removed frontends stop matching,
+       so their slots are unreachable from here on)
+    6. lb4_backends: updates that make a backend terminating (it has just
+       left every reachable slot in steps 3-5), then lb4_services: delete
+       stale slots
     7. lb4_backends and lb4_reverse_nat: delete what nothing references now
 
     Like :func:`reconcile`, nothing is deleted before every write succeeded,
@@ -260,8 +261,8 @@ def _apply_lb(s_plan: "_Plan[Any, Any]", b_plan: "_Plan[int, Any]", r_plan: "_Pl
     r_plan.write(revnat)                                                # 2
     s_plan.write(services, only=lambda k, v: not is_master(k))          # 3
     s_plan.write(services, only=lambda k, v: is_master(k))              # 4
-    b_plan.write(backends, only=lambda k, v: not new_or_active(k, v))   # 5
-    s_plan.remove(services, only=is_master)                             # 6
+    s_plan.remove(services, only=is_master)                             # 5
+    b_plan.write(backends, only=lambda k, v: not new_or_active(k, v))   # 6
     s_plan.remove(services, only=lambda k: not is_master(k))
     b_plan.remove(backends)                                             # 7
     r_plan.remove(revnat)

@@ -115,13 +115,19 @@ class NodeAgent:
                 self.socklb = NodeSocketLB(extra_cflags=self._extra_cflags).open()
                 self.socklb.attach_cgroup(self.host.cgroup)
                 self.reconcilers.append(ServicesReconciler(self.host, self.socklb))
-            self._watch = self.source.watch()
-            self._thread = threading.Thread(target=self._run, name=f"agent-{self.name}", daemon=True)
-            self._thread.start()
+            self.start_watching()
         except BaseException:
             self.close()
             raise
         return self
+
+    def start_watching(self) -> None:
+        """Start the watch loop over :attr:`reconcilers` as they are (``start`` calls it
+        after loading the node's programs; a test may call it with its own reconcilers)."""
+        if self._thread is None:
+            self._watch = self.source.watch()
+            self._thread = threading.Thread(target=self._run, name=f"agent-{self.name}", daemon=True)
+            self._thread.start()
 
     def close(self) -> None:
         """Stop watching, then detach and free every kernel object this agent created."""
