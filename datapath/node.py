@@ -19,6 +19,7 @@ from twin.semantics.tables import PolicyTable
 from datapath import compile as dpcompile
 from datapath.attach import LxcAttachment, NetnsRef, TcAttacher
 from datapath.errors import AttachError, DatapathError
+from datapath.lifecycle import KernelOwner
 from datapath.loader import NodeProgram
 from datapath.maps import conntrack, endpoints, ipcache, policy
 from datapath.maps.conntrack import CtKey, CtValue
@@ -38,7 +39,7 @@ class EndpointSpec:
     ip: ipaddress.IPv4Address
 
 
-class NodeDatapath:
+class NodeDatapath(KernelOwner):
     """Load, attach, program and tear down the datapath of one node netns."""
 
     def __init__(self, netns: NetnsRef, *, extra_cflags: Sequence[str] = ()) -> None:
@@ -49,27 +50,25 @@ class NodeDatapath:
         self._events: EventReader | None = None
         self._attachments: dict[str, LxcAttachment] = {}
         self._cached: dict[str, CachedMap] = {}
-        self._closed = False
 
     # -- lifecycle ---------------------------------------------------------
 
-    def open(self) -> "NodeDatapath":
-        """Compile/load the program and open the netns (idempotent)."""
-        if self._closed:
-            raise DatapathError(f"NodeDatapath for {self.netns!r} is closed; create a new one")
+    close_error = AttachError
+
+    def _describe(self) -> str:
+        return f"NodeDatapath for {self.netns!r}"
+
+    def _open(self) -> None:
+        """Compile/load the program and open the netns."""
         if self._attacher is None:
             self._attacher = TcAttacher(self.netns)
         if self._program is None:
             self._program = NodeProgram(self._extra_cflags)
         if self._events is None:
             self._events = EventReader(self._program.bpf)
-        return self
 
-    def close(self) -> None:
-        """Detach everything we attached and free the maps. Safe to repeat."""
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> list[str]:
+        """Detach everything we attached and free the maps."""
         errors: list[str] = []
         if self._attacher is not None:
             for name, att in list(self._attachments.items()):
@@ -85,18 +84,7 @@ class NodeDatapath:
         if self._program is not None:
             self._program.close()
             self._program = None
-        if errors:
-            raise AttachError("; ".join(errors))
-
-    def __enter__(self) -> "NodeDatapath":
-        try:
-            return self.open()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return errors
 
     @property
     def program(self) -> NodeProgram:

@@ -38,6 +38,7 @@ from datapath.attach import NetnsRef
 from datapath.cgroup import CgroupAttacher, CgroupAttachment, check_cgroup_dir
 from datapath.compile_lb import AddrKey, LBCompiler, LBDelta, LBIds, LBMaps, compile_lb
 from datapath.errors import CgroupError, DatapathError
+from datapath.lifecycle import KernelOwner
 from datapath.loader import SockProgram
 from datapath.maps import lb_backends, lb_revnat, lb_services, sock_revnat
 from datapath.maps.lb_backends import BackendValue
@@ -59,7 +60,7 @@ class LBEntries:
     revnat: Mapping[int, RevNatValue]
 
 
-class NodeSocketLB:
+class NodeSocketLB(KernelOwner):
     """Load, attach (to cgroups), program and tear down one node's socket LB."""
 
     def __init__(self, *, extra_cflags: Sequence[str] = ()) -> None:
@@ -73,23 +74,18 @@ class NodeSocketLB:
         self._dirty = False  # a write failed: the kernel may differ from the compiler
         self.last_frontends_compiled = 0
         self._cached: dict[str, CachedMap] = {}
-        self._closed = False
 
     # -- lifecycle -----------------------------------------------------------
 
-    def open(self) -> "NodeSocketLB":
-        """Compile/load the programs (idempotent)."""
-        if self._closed:
-            raise DatapathError("NodeSocketLB is closed; create a new one")
+    close_error = CgroupError
+
+    def _open(self) -> None:
+        """Compile/load the programs."""
         if self._program is None:
             self._program = SockProgram(self._extra_cflags)
-        return self
 
-    def close(self) -> None:
+    def _release(self) -> list[str]:
         """Detach from every cgroup we attached to, then free programs and maps."""
-        if self._closed:
-            return
-        self._closed = True
         errors: list[str] = []
         for path in list(self._attachments):
             try:
@@ -99,18 +95,7 @@ class NodeSocketLB:
         if self._program is not None:
             self._program.close()
             self._program = None
-        if errors:
-            raise CgroupError("; ".join(errors))
-
-    def __enter__(self) -> "NodeSocketLB":
-        try:
-            return self.open()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return errors
 
     @property
     def program(self) -> SockProgram:
