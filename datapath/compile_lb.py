@@ -4,6 +4,12 @@
     maps.services / maps.backends / maps.revnat   desired map contents
     maps.ids                               carry into the next compile
 
+    compiler = LBCompiler()                # incremental: what an agent keeps
+    delta = compiler.plan_table(table)     # or compiler.plan(changed_frontends, removed_keys)
+    apply_lb_delta(delta, ...); compiler.commit(delta)   # only the changed entries
+
+``compile_lb`` is the same compiler, fresh and seeded with ``ids``.
+
 Identifiers are stable across compiles:
 
 * a backend, keyed by (ip, port, protocol), keeps its id while any service

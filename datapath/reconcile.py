@@ -2,10 +2,12 @@
 
 The map layer is the :class:`MapBackend` protocol with a real
 (:class:`BccMap`) and an in-memory (:class:`FakeMap`, optionally failing)
-implementation.  :func:`reconcile` adds/updates first, then deletes, so a
+implementation, and :class:`CachedMap`, the agent's write-through view of a
+map only it writes.  :func:`reconcile` adds/updates first, then deletes, so a
 key that stays never disappears in between.  :func:`reconcile_lb` does the
 same across the three socket-LB maps, in an order where a concurrent
-connect() never sees a dangling reference (see its docstring).
+connect() never sees a dangling reference (see its docstring);
+:func:`apply_lb_delta` writes just one change in that order.
 """
 from __future__ import annotations
 
