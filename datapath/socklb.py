@@ -178,6 +178,7 @@ class NodeSocketLB(KernelOwner):
         if self._dirty:
             # an earlier write failed part-way: bring the kernel to the compiler's state in full
             self._compiler.commit(delta)
+            self._track_owners(delta)
             for m in maps:
                 m.resync()
             want = self._compiler.maps()
@@ -190,8 +191,8 @@ class NodeSocketLB(KernelOwner):
                 self._dirty = True
                 raise
             self._compiler.commit(delta)
+            self._track_owners(delta)
         self.last_frontends_compiled = delta.frontends_compiled
-        self._track_owners(delta)
         gone = {(k[0], k[1]) for k in delta.be_ids_released if k[2] == Protocol.UDP}
         for netns in terminate_udp_in:
             for ip, port in sorted(gone):

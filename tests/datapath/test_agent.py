@@ -237,3 +237,47 @@ def test_close_removes_every_kernel_object_the_agent_created(node):
     assert not [i for i in maps if kernel_has(_BPF_MAP_GET_FD_BY_ID, i)], "maps still exist after close"
     assert agent.datapath is None and agent.socklb is None
     agent.close()  # idempotent
+
+
+def test_a_failed_lb_write_is_repaired_in_full_by_the_next_reconcile():
+    require_kernel()
+    import ipaddress
+
+    from twin.model.enums import Protocol
+    from twin.semantics.tables import LBBackend, LBService, LBTable
+
+    from datapath.compile_lb import compile_lb
+    from datapath.errors import MapError
+    from datapath.maps import lb_services
+    from datapath.socklb import NodeSocketLB
+
+    def svc(i: int, *bes: int) -> LBService:
+        return LBService(f"ns/s{i}", ipaddress.IPv4Address("10.96.0.10") + i, 80, Protocol.TCP, "ClusterIP",
+                         tuple(LBBackend(ipaddress.IPv4Address("10.200.0.0") + b, 8080, Protocol.TCP, f"ns/p{b}")
+                               for b in bes))
+
+    first = LBTable((svc(0, 1, 2), svc(1, 3)))
+    second = LBTable((svc(0, 2, 4, 5), svc(2, 6)))
+    third = LBTable((svc(0, 2),))  # the failed attempt's new entries must not outlive it
+    with NodeSocketLB() as lb:
+        lb.set_services(first)
+        services = lb._cached_map(lb_services.CODEC)  # inject a fault under the agent's cache
+        real_update = services.backing.update
+
+        def failing_update(key, value):
+            if key.is_master:
+                raise MapError("injected: lb4_services full")
+            real_update(key, value)
+
+        services.backing.update = failing_update
+        with pytest.raises(MapError, match="injected"):
+            lb.set_services(second)
+        services.backing.update = real_update
+
+        lb.set_services(third)
+
+        want = compile_lb(third, lb.ids)
+        got = lb.services_entries()
+        assert (dict(got.services), dict(got.backends), dict(got.revnat)) == \
+            (dict(want.services), dict(want.backends), dict(want.revnat))
+        assert lb.set_services(third).changed is False
