@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -41,6 +42,7 @@ from datapath.socklb import NodeSocketLB
 __all__ = ["AgentReport", "AgentError", "NodeAgent"]
 
 RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
+REPORTS_KEPT = 1000
 
 
 class AgentError(DatapathError):
@@ -84,7 +86,7 @@ class NodeAgent:
         self.datapath: NodeDatapath | None = None
         self.socklb: NodeSocketLB | None = None
         self.reconcilers: list[Reconciler] = []
-        self.reports: list[AgentReport] = []
+        self.reports: deque[AgentReport] = deque(maxlen=REPORTS_KEPT)  # newest last
         self._watch: Watch | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
