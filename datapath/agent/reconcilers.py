@@ -99,28 +99,44 @@ class PolicyReconciler:
 
 
 class ServicesReconciler:
-    """The socket LB maps.  A cluster change diffs the whole LB table by
-    frontend (compiling only what differs); an endpoint-state change
-    recomputes and rewrites only the services that select the pods named."""
+    """The socket LB maps, rewritten in proportion to the change: when only
+    services changed (``DesiredState.services``) or only endpoint states
+    (``DesiredState.pods``), only the services concerned (plus any whose
+    LB-IPAM address moved) are recomputed by the semantics and compiled;
+    any other cluster change diffs the whole LB table by frontend (still
+    compiling only the frontends that differ)."""
 
     name = "services"
     concerns = frozenset({CLUSTER, ENDPOINT_STATES})
 
     def __init__(self, host: NodeHost, lb: NodeSocketLB) -> None:
         self.host, self.lb = host, lb
-        self._cluster: object = None  # the cluster state the maps were last fully diffed against
+        self._cluster: object = None  # the cluster state the maps implement (None: unsure, diff in full)
+        self._tables: ClusterTables | None = None
+        self.last_path = ""  # "full", "services" or "endpoints": how the last reconcile went
 
     def reconcile(self, desired: DesiredState, tables: ClusterTables) -> ReconcileResult:
-        cluster = desired.cluster
+        cluster, states = desired.cluster, desired.endpoint_states
         terminate = [self.host.pod_netns(p.key) for p in cluster.pods if p.node == self.host.name] \
             if self.host.pod_netns is not None and cluster.values.terminate_pod_connections else []
-        if CLUSTER in desired.changed or cluster is not self._cluster:
-            self._cluster = None
-            result = self.lb.set_services(tables.lb_table(desired.endpoint_states), terminate_udp_in=terminate)
-            self._cluster = cluster
-            return result
-        affected = set().union(*(tables.services_of_pod.get(p, frozenset()) for p in desired.pods))
-        if not affected:
-            return ReconcileResult()
-        return self.lb.update_services(tables.lb_frontends(sorted(affected), desired.endpoint_states),
-                                       terminate_udp_in=terminate)
+        affected: set[str] = set()
+        if ENDPOINT_STATES in desired.changed:
+            affected |= set().union(*(tables.services_of_pod.get(p, frozenset()) for p in desired.pods))
+        prev, baseline = self._tables, self._cluster
+        self._cluster = None  # until this reconcile succeeded
+        if CLUSTER in desired.changed or cluster is not baseline:
+            if desired.services is None or prev is None or baseline is None or baseline is cluster:
+                result = self.lb.set_services(tables.lb_table(states), terminate_udp_in=terminate)
+                self.last_path = "full"
+                self._cluster, self._tables = cluster, tables
+                return result
+            old_ips, new_ips = prev.view.allocation.ips, tables.view.allocation.ips
+            affected |= set(desired.services)
+            affected |= {k for k in old_ips.keys() | new_ips.keys() if old_ips.get(k) != new_ips.get(k)}
+            self.last_path = "services"
+        else:
+            self.last_path = "endpoints"
+        result = self.lb.update_services(tables.lb_frontends(sorted(affected), states), terminate_udp_in=terminate) \
+            if affected else ReconcileResult()
+        self._cluster, self._tables = cluster, tables
+        return result

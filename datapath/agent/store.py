@@ -15,6 +15,7 @@ Change kinds (``DesiredState.changed``):
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,7 +24,8 @@ from typing import Mapping, Protocol
 
 from twin.model.objects import Cluster
 
-__all__ = ["CLUSTER", "ENDPOINT_STATES", "ALL_CHANGES", "DesiredState", "Watch", "WatchSource", "Store"]
+__all__ = ["CLUSTER", "ENDPOINT_STATES", "ALL_CHANGES", "DesiredState", "Watch", "WatchSource", "Store",
+           "services_changed"]
 
 CLUSTER = "cluster"
 ENDPOINT_STATES = "endpoint-states"
@@ -40,11 +42,15 @@ class DesiredState:
     endpoint_states: Mapping[str, str] = field(default_factory=dict)  # pod key -> ready|not-ready|terminating
     changed: frozenset[str] = ALL_CHANGES  # kinds changed since the previous version
     pods: frozenset[str] = frozenset()  # with ENDPOINT_STATES: the pods whose state changed
+    #: with CLUSTER: keys of the services added, changed or removed when nothing but
+    #: services changed; None when other objects changed too (or it is not known)
+    services: frozenset[str] | None = None
 
     def merged_after(self, earlier: "DesiredState") -> "DesiredState":
         """This snapshot, with the changes of ``earlier`` (an unprocessed older one) folded in."""
+        services = None if self.services is None or earlier.services is None else self.services | earlier.services
         return DesiredState(self.version, self.cluster, self.endpoint_states,
-                            self.changed | earlier.changed, self.pods | earlier.pods)
+                            self.changed | earlier.changed, self.pods | earlier.pods, services)
 
 
 class Watch(Protocol):
@@ -91,7 +97,9 @@ class Store:
 
     def publish(self, cluster: Cluster) -> int:
         """A new cluster state (objects applied or deleted); returns its version."""
-        return self._append(cluster, frozenset({CLUSTER}), frozenset())
+        with self._cond:
+            before = self._log[-1].cluster if self._log else None
+            return self._append(cluster, frozenset({CLUSTER}), frozenset(), services_changed(before, cluster))
 
     def set_endpoint_state(self, pod: str, state: str) -> int:
         """A pod's readiness changed (the kubelet's status update); returns the version."""
@@ -101,12 +109,14 @@ class Store:
             if not self._log:
                 raise ValueError(f"endpoint state of {pod} published before any cluster state")
             self._states[pod] = state
-            return self._append(self._log[-1].cluster, frozenset({ENDPOINT_STATES}), frozenset({pod}))
+            return self._append(self._log[-1].cluster, frozenset({ENDPOINT_STATES}), frozenset({pod}), frozenset())
 
-    def _append(self, cluster: Cluster, changed: frozenset[str], pods: frozenset[str]) -> int:
+    def _append(self, cluster: Cluster, changed: frozenset[str], pods: frozenset[str],
+                services: frozenset[str] | None) -> int:
         with self._cond:
             version = (self._log[-1].version if self._log else 0) + 1
-            self._log.append(DesiredState(version, cluster, MappingProxyType(dict(self._states)), changed, pods))
+            self._log.append(DesiredState(version, cluster, MappingProxyType(dict(self._states)), changed, pods,
+                                          services))
             self._cond.notify_all()
             return version
 
@@ -118,6 +128,22 @@ class Store:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+def services_changed(before: Cluster | None, after: Cluster) -> frozenset[str] | None:
+    """Keys of the services that differ between two cluster states when nothing
+    else differs (what per-object watch events would say); None otherwise."""
+    if before is None:
+        return None
+    for f in dataclasses.fields(Cluster):
+        if f.name in ("services", "findings"):
+            continue
+        a, b = getattr(before, f.name), getattr(after, f.name)
+        if a is not b and a != b:
+            return None
+    old = {s.key: s for s in before.services}
+    new = {s.key: s for s in after.services}
+    return frozenset(k for k in old.keys() | new.keys() if old.get(k) is not new.get(k) and old.get(k) != new.get(k))
 
 
 class StoreWatch:
@@ -137,7 +163,7 @@ class StoreWatch:
             newer = [d for d in s._log if d.version > self._seen]
             out = newer[-1]
             if self._seen == 0 or newer[0].version != self._seen + 1:
-                out = DesiredState(out.version, out.cluster, out.endpoint_states, ALL_CHANGES, out.pods)
+                out = DesiredState(out.version, out.cluster, out.endpoint_states, ALL_CHANGES, out.pods, None)
             else:
                 for d in reversed(newer[:-1]):
                     out = out.merged_after(d)

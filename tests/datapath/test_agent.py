@@ -153,6 +153,27 @@ def test_endpoint_state_change_rewrites_only_the_services_selecting_that_pod(nod
         agent.close()
 
 
+def test_adding_a_service_through_the_store_compiles_and_writes_only_that_service(node):
+    store, agent = start_agent(node)
+    services = next(r for r in agent.reconcilers if r.name == "services")
+    try:
+        assert agent.wait_for(store.publish(cluster(services=30))).ok
+        assert services.last_path == "full"
+        writes = agent.socklb.map_writes
+
+        report = agent.wait_for(store.publish(cluster(services=31)))
+
+        assert report.ok, report.error
+        assert services.last_path == "services"
+        assert agent.socklb.last_frontends_compiled == 1
+        assert agent.socklb.map_writes - writes == 3  # rev_nat, master, one slot (the backend exists)
+        report = agent.wait_for(store.publish(cluster(L4, services=31)))
+        assert report.ok and services.last_path == "full", "a policy change too: the whole table is diffed"
+        assert agent.socklb.last_frontends_compiled == 0
+    finally:
+        agent.close()
+
+
 @pytest.mark.parametrize("existing", [100, 2000])
 def test_adding_one_service_touches_the_same_few_map_entries_whatever_exists(existing):
     require_kernel()

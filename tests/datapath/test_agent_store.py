@@ -123,3 +123,36 @@ def test_a_failed_reconcile_is_reported_then_retried_until_it_succeeds():
         assert rec.seen == [1, 1, 1]
     finally:
         agent.close()
+
+
+def _cluster(services: int, policy: bool = False):
+    import yaml
+
+    from twin.model.build import build_cluster
+    from twin.model.yamlsrc import Source
+
+    docs = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "labels": {"app": "web"}},
+             "spec": {"nodeName": "k8s-w1", "containers": [{"name": "c", "image": "twin/echo"}]}}]
+    docs += [{"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"s{i}"},
+              "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}} for i in range(services)]
+    if policy:
+        docs.append({"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy", "metadata": {"name": "p"},
+                     "spec": {"endpointSelector": {"matchLabels": {"app": "web"}}, "ingress": [{}]}})
+    return build_cluster([Source("<test>", yaml.safe_dump_all(docs))])
+
+
+def test_a_cluster_change_that_only_touches_services_names_them():
+    store = Store()
+    store.publish(_cluster(3))
+    w = store.watch()
+    w.next(timeout=1)
+    store.publish(_cluster(4))  # built afresh: equal objects, one more service
+    got = w.next(timeout=1)
+    assert got.changed == {CLUSTER} and got.services == {"default/s3"}
+    store.publish(_cluster(2))
+    assert w.next(timeout=1).services == {"default/s2", "default/s3"}
+    store.publish(_cluster(2, policy=True))
+    assert w.next(timeout=1).services is None, "a policy changed too: the services changed are not known"
+    store.publish(_cluster(3, policy=True))
+    store.publish(_cluster(3))
+    assert w.next(timeout=1).services is None, "folded with a policy change: not known"
