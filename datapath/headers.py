@@ -2,7 +2,7 @@
 
 Debian has no headers for the running 6.18 kernel; ``make setup`` merges the
 installed ``linux-headers-*-common`` and ``-amd64`` trees into one tree (see
-``../shared/docs/design.md``).  bcc reads the tree's location from the
+``merge_headers`` in ``scripts/setup.sh``).  bcc reads the tree's location from the
 ``BCC_KERNEL_SOURCE`` environment variable, which this module sets for the
 process once a tree is found, so the CLI works without the Makefile.
 

@@ -19,12 +19,13 @@ from twin.semantics.tables import PolicyTable
 from datapath import compile as dpcompile
 from datapath.attach import LxcAttachment, NetnsRef, TcAttacher
 from datapath.errors import AttachError, DatapathError
+from datapath.lifecycle import KernelOwner
 from datapath.loader import NodeProgram
 from datapath.maps import conntrack, endpoints, ipcache, policy
 from datapath.maps.conntrack import CtKey, CtValue
 from datapath.maps.events import EventReader, FlowRecord
 from datapath.maps.policy import PolicyKey, PolicyValue
-from datapath.reconcile import BccMap, ReconcileResult, reconcile
+from datapath.reconcile import BccMap, CachedMap, ReconcileResult, reconcile
 
 __all__ = ["EndpointSpec", "NodeDatapath"]
 
@@ -38,7 +39,7 @@ class EndpointSpec:
     ip: ipaddress.IPv4Address
 
 
-class NodeDatapath:
+class NodeDatapath(KernelOwner):
     """Load, attach, program and tear down the datapath of one node netns."""
 
     def __init__(self, netns: NetnsRef, *, extra_cflags: Sequence[str] = ()) -> None:
@@ -48,27 +49,26 @@ class NodeDatapath:
         self._attacher: TcAttacher | None = None
         self._events: EventReader | None = None
         self._attachments: dict[str, LxcAttachment] = {}
-        self._closed = False
+        self._cached: dict[str, CachedMap] = {}
 
     # -- lifecycle ---------------------------------------------------------
 
-    def open(self) -> "NodeDatapath":
-        """Compile/load the program and open the netns (idempotent)."""
-        if self._closed:
-            raise DatapathError(f"NodeDatapath for {self.netns!r} is closed; create a new one")
+    close_error = AttachError
+
+    def _describe(self) -> str:
+        return f"NodeDatapath for {self.netns!r}"
+
+    def _open(self) -> None:
+        """Compile/load the program and open the netns."""
         if self._attacher is None:
             self._attacher = TcAttacher(self.netns)
         if self._program is None:
             self._program = NodeProgram(self._extra_cflags)
         if self._events is None:
             self._events = EventReader(self._program.bpf)
-        return self
 
-    def close(self) -> None:
-        """Detach everything we attached and free the maps. Safe to repeat."""
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> list[str]:
+        """Detach everything we attached and free the maps."""
         errors: list[str] = []
         if self._attacher is not None:
             for name, att in list(self._attachments.items()):
@@ -80,21 +80,11 @@ class NodeDatapath:
             self._attacher.close()
             self._attacher = None
         self._events = None
+        self._cached.clear()
         if self._program is not None:
             self._program.close()
             self._program = None
-        if errors:
-            raise AttachError("; ".join(errors))
-
-    def __enter__(self) -> "NodeDatapath":
-        try:
-            return self.open()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return errors
 
     @property
     def program(self) -> NodeProgram:
@@ -138,22 +128,40 @@ class NodeDatapath:
     def _map(self, codec: object) -> BccMap:
         return BccMap(self.program.table(codec.map_name), codec)  # type: ignore[attr-defined]
 
+    def _cached_map(self, codec: object) -> CachedMap:
+        """A map only the agent writes, as it last wrote it (read from the kernel once):
+        a reconcile diffs against memory and writes only what changed."""
+        name = codec.map_name  # type: ignore[attr-defined]
+        if name not in self._cached:
+            self._cached[name] = CachedMap(self._map(codec))
+        return self._cached[name]
+
+    def resync(self) -> None:
+        """Reload the cached view of the endpoints, ipcache and policy maps from the kernel."""
+        for m in self._cached.values():
+            m.resync()
+
+    @property
+    def map_writes(self) -> int:
+        """Updates and deletes made to the endpoints, ipcache and policy maps so far."""
+        return sum(m.writes for m in self._cached.values())
+
     def set_endpoints(self, specs: Iterable[EndpointSpec]) -> ReconcileResult:
         """Make the endpoints map hold exactly ``specs`` (ifnames resolved here)."""
         local = [
             dpcompile.LocalEndpoint(self._ifindex(s.ifname), s.identity, ipaddress.IPv4Address(s.ip))
             for s in specs
         ]
-        return reconcile(dpcompile.compile_endpoints(local), self._map(endpoints.CODEC))
+        return reconcile(dpcompile.compile_endpoints(local), self._cached_map(endpoints.CODEC))
 
     def set_ipcache(self, prefixes: Mapping[ipaddress.IPv4Network | str, int]) -> ReconcileResult:
-        return reconcile(dpcompile.compile_ipcache(prefixes), self._map(ipcache.CODEC))
+        return reconcile(dpcompile.compile_ipcache(prefixes), self._cached_map(ipcache.CODEC))
 
     def set_policy(
         self, table: PolicyTable, *, endpoint_identities: Iterable[int] = ()
     ) -> ReconcileResult:
         desired = dpcompile.compile_policy(table, endpoint_identities=endpoint_identities)
-        return reconcile(desired, self._map(policy.CODEC))
+        return reconcile(desired, self._cached_map(policy.CODEC))
 
     def policy_entries(self) -> dict[PolicyKey, PolicyValue]:
         return dict(self._map(policy.CODEC).items())

@@ -2,10 +2,12 @@
 
 The map layer is the :class:`MapBackend` protocol with a real
 (:class:`BccMap`) and an in-memory (:class:`FakeMap`, optionally failing)
-implementation.  :func:`reconcile` adds/updates first, then deletes, so a
+implementation, and :class:`CachedMap`, the agent's write-through view of a
+map only it writes.  :func:`reconcile` adds/updates first, then deletes, so a
 key that stays never disappears in between.  :func:`reconcile_lb` does the
 same across the three socket-LB maps, in an order where a concurrent
-connect() never sees a dangling reference (see its docstring).
+connect() never sees a dangling reference (see its docstring);
+:func:`apply_lb_delta` writes just one change in that order.
 """
 from __future__ import annotations
 
@@ -18,7 +20,8 @@ from datapath.maps._codec import MapCodec
 K = TypeVar("K")
 V = TypeVar("V")
 
-__all__ = ["MapBackend", "BccMap", "FakeMap", "ReconcileResult", "reconcile", "reconcile_lb"]
+__all__ = ["MapBackend", "BccMap", "FakeMap", "CachedMap", "ReconcileResult", "reconcile", "reconcile_lb",
+           "apply_lb_delta"]
 
 
 class MapBackend(Protocol[K, V]):
@@ -104,6 +107,7 @@ class CachedMap(Generic[K, V]):
         self.backing = backing
         self.name = backing.name
         self._data: dict[K, V] = {}
+        self.writes = 0  # updates and deletes that reached the backing map
         self.resync()
 
     def resync(self) -> None:
@@ -113,10 +117,12 @@ class CachedMap(Generic[K, V]):
         return list(self._data.items())
 
     def update(self, key: K, value: V) -> None:
+        self.writes += 1
         self.backing.update(key, value)
         self._data[key] = value
 
     def delete(self, key: K) -> None:
+        self.writes += 1
         self.backing.delete(key)
         self._data.pop(key, None)
 
@@ -159,7 +165,10 @@ class _Plan(Generic[K, V]):
 
     @classmethod
     def of(cls, desired: Mapping[K, V], backend: MapBackend[K, V]) -> "_Plan[K, V]":
-        current = dict(backend.items())
+        return cls.between(desired, dict(backend.items()))
+
+    @classmethod
+    def between(cls, desired: Mapping[K, V], current: Mapping[K, V]) -> "_Plan[K, V]":
         writes: list[tuple[K, V]] = []
         added = updated = unchanged = 0
         for key, value in _stable(desired.items()):
@@ -207,15 +216,38 @@ def reconcile_lb(
     4. lb4_services master entries: add/update.  A shrinking service lowers
        its count *before* its now-unused slots are deleted (step 6); a new
        service appears only once its slots exist.
-    5. lb4_backends: updates that make a backend terminating (it has just
-       left every slot in steps 3-4)
-    6. lb4_services: delete stale masters first (removed frontends stop
-       matching), then stale slots
+    5. lb4_services: delete stale masters (removed frontends stop matching,
+       so their slots are unreachable from here on)
+    6. lb4_backends: updates that make a backend terminating (it has just
+       left every reachable slot in steps 3-5), then lb4_services: delete
+       stale slots
     7. lb4_backends and lb4_reverse_nat: delete what nothing references now
 
     Like :func:`reconcile`, nothing is deleted before every write succeeded,
     and a second run with the same input touches nothing.
     """
+    s_plan = _Plan.of(services_desired, services)
+    b_plan = _Plan.of(backends_desired, backends)
+    r_plan = _Plan.of(revnat_desired, revnat)
+    current_backends = {k for k, _v in backends.items()}
+    return _apply_lb(s_plan, b_plan, r_plan, current_backends, services, backends, revnat)
+
+
+def apply_lb_delta(delta: Any, services: MapBackend[Any, Any], backends: MapBackend[int, Any],
+                   revnat: MapBackend[int, Any]) -> ReconcileResult:
+    """Write one :class:`~datapath.compile_lb.LBDelta` (only the entries it
+    touches) in :func:`reconcile_lb`'s order.  The maps are not read: the
+    delta carries the entries before and after, so the cost follows the size
+    of the change, not of the maps."""
+    s_plan = _Plan.between(delta.new_services, delta.old_services)
+    b_plan = _Plan.between(delta.new_backends, delta.old_backends)
+    r_plan = _Plan.between(delta.new_revnat, delta.old_revnat)
+    return _apply_lb(s_plan, b_plan, r_plan, set(delta.old_backends), services, backends, revnat)
+
+
+def _apply_lb(s_plan: "_Plan[Any, Any]", b_plan: "_Plan[int, Any]", r_plan: "_Plan[int, Any]",
+              current_backends: set[int], services: MapBackend[Any, Any], backends: MapBackend[int, Any],
+              revnat: MapBackend[int, Any]) -> ReconcileResult:
     from datapath.constants import BackendState  # local: keep reconcile import-light
 
     def stays_active(_k: int, v: Any) -> bool:
@@ -224,11 +256,6 @@ def reconcile_lb(
     def is_master(k: Any) -> bool:
         return bool(k.is_master)
 
-    s_plan = _Plan.of(services_desired, services)
-    b_plan = _Plan.of(backends_desired, backends)
-    r_plan = _Plan.of(revnat_desired, revnat)
-    current_backends = dict(backends.items())
-
     def new_or_active(k: int, v: Any) -> bool:
         return k not in current_backends or stays_active(k, v)
 
@@ -236,8 +263,8 @@ def reconcile_lb(
     r_plan.write(revnat)                                                # 2
     s_plan.write(services, only=lambda k, v: not is_master(k))          # 3
     s_plan.write(services, only=lambda k, v: is_master(k))              # 4
-    b_plan.write(backends, only=lambda k, v: not new_or_active(k, v))   # 5
-    s_plan.remove(services, only=is_master)                             # 6
+    s_plan.remove(services, only=is_master)                             # 5
+    b_plan.write(backends, only=lambda k, v: not new_or_active(k, v))   # 6
     s_plan.remove(services, only=lambda k: not is_master(k))
     b_plan.remove(backends)                                             # 7
     r_plan.remove(revnat)

@@ -14,6 +14,12 @@ identity and target port.
 Backend ids and rev_nat indices persist across :meth:`set_services` calls
 (see :mod:`datapath.compile_lb`); map updates follow the ordering of
 :func:`datapath.reconcile.reconcile_lb`.
+
+Reconcile is proportional to the change: an :class:`~datapath.compile_lb.LBCompiler`
+keeps what was compiled, :meth:`set_services` compiles only the frontends
+that differ from the last table, and :meth:`update_services` takes the
+change itself (the services that changed), so adding one service when
+10,000 exist writes that service's few entries and nothing else.
 """
 from __future__ import annotations
 
@@ -23,20 +29,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+from twin.semantics.tables import LBService
+
 from twin.model.enums import Protocol
 from twin.semantics.tables import LBTable
 
 from datapath.attach import NetnsRef
 from datapath.cgroup import CgroupAttacher, CgroupAttachment, check_cgroup_dir
-from datapath.compile_lb import LBIds, LBMaps, compile_lb
+from datapath.compile_lb import AddrKey, LBCompiler, LBDelta, LBIds, LBMaps, compile_lb
 from datapath.errors import CgroupError, DatapathError
+from datapath.lifecycle import KernelOwner
 from datapath.loader import SockProgram
 from datapath.maps import lb_backends, lb_revnat, lb_services, sock_revnat
 from datapath.maps.lb_backends import BackendValue
 from datapath.maps.lb_revnat import RevNatValue
 from datapath.maps.lb_services import ServiceKey, ServiceValue
 from datapath.maps.sock_revnat import SockRevNatKey, SockRevNatValue
-from datapath.reconcile import BccMap, CachedMap, ReconcileResult, reconcile, reconcile_lb
+from datapath.reconcile import BccMap, CachedMap, ReconcileResult, apply_lb_delta, reconcile, reconcile_lb
 from datapath.sockdiag import destroy_udp_sockets_to
 
 __all__ = ["NodeSocketLB", "LBEntries"]
@@ -51,7 +60,7 @@ class LBEntries:
     revnat: Mapping[int, RevNatValue]
 
 
-class NodeSocketLB:
+class NodeSocketLB(KernelOwner):
     """Load, attach (to cgroups), program and tear down one node's socket LB."""
 
     def __init__(self, *, extra_cflags: Sequence[str] = ()) -> None:
@@ -59,25 +68,24 @@ class NodeSocketLB:
         self._program: SockProgram | None = None
         self._attacher = CgroupAttacher()
         self._attachments: dict[Path, CgroupAttachment] = {}
-        self._ids = LBIds()
+        self._compiler = LBCompiler()
+        self._by_service: dict[str, set[AddrKey]] = {}  # service key -> its frontends
+        self._owner_of: dict[AddrKey, str] = {}  # frontend -> its service key
+        self._dirty = False  # a write failed: the kernel may differ from the compiler
+        self.last_frontends_compiled = 0
         self._cached: dict[str, CachedMap] = {}
-        self._closed = False
 
     # -- lifecycle -----------------------------------------------------------
 
-    def open(self) -> "NodeSocketLB":
-        """Compile/load the programs (idempotent)."""
-        if self._closed:
-            raise DatapathError("NodeSocketLB is closed; create a new one")
+    close_error = CgroupError
+
+    def _open(self) -> None:
+        """Compile/load the programs."""
         if self._program is None:
             self._program = SockProgram(self._extra_cflags)
-        return self
 
-    def close(self) -> None:
+    def _release(self) -> list[str]:
         """Detach from every cgroup we attached to, then free programs and maps."""
-        if self._closed:
-            return
-        self._closed = True
         errors: list[str] = []
         for path in list(self._attachments):
             try:
@@ -87,18 +95,7 @@ class NodeSocketLB:
         if self._program is not None:
             self._program.close()
             self._program = None
-        if errors:
-            raise CgroupError("; ".join(errors))
-
-    def __enter__(self) -> "NodeSocketLB":
-        try:
-            return self.open()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        return errors
 
     @property
     def program(self) -> SockProgram:
@@ -135,28 +132,92 @@ class NodeSocketLB:
 
     def compile(self, table: LBTable) -> LBMaps:
         """Desired map contents for ``table`` with this node's current ids (no kernel)."""
-        return compile_lb(table, self._ids)
+        return compile_lb(table, self._compiler.ids)
 
     def set_services(self, table: LBTable, *,
                      terminate_udp_in: Iterable[NetnsRef] = ()) -> ReconcileResult:
         """Make the LB maps implement ``table``.
 
-        ``terminate_udp_in``: network namespaces (the node's pods) in which
-        connected UDP sockets to backends that left ``lb4_backends`` are
+        Only frontends that differ from the last table are compiled and
+        written.  ``terminate_udp_in``: network namespaces (the node's pods) in
+        which connected UDP sockets to backends that left ``lb4_backends`` are
         destroyed afterwards (Cilium's socket termination).
         """
-        desired = compile_lb(table, self._ids)
-        svc_map, be_map, rn_map = (self._cached_map(c) for c in (lb_services.CODEC, lb_backends.CODEC, lb_revnat.CODEC))
-        before = dict(be_map.items())
-        result = reconcile_lb(desired.services, desired.backends, desired.revnat, svc_map, be_map, rn_map)
-        self._ids = desired.ids
-        gone = {(b.ip, b.port) for b in before.values() if b.protocol == Protocol.UDP} - {
-            (b.ip, b.port) for b in desired.backends.values() if b.protocol == Protocol.UDP
-        }
+        delta = self._compiler.plan_table(table)
+        return self._apply(delta, terminate_udp_in)
+
+    def update_services(self, changed: Mapping[str, Sequence[LBService]], *,
+                        terminate_udp_in: Iterable[NetnsRef] = ()) -> ReconcileResult:
+        """Set the frontends of each named service to the given ones (none = the
+        service is gone); every other service stays as it is, uncompiled and
+        unwritten.  This is what an agent that sees services change one by one
+        calls: its cost follows the services named, not how many exist."""
+        upserts: list[LBService] = []
+        removed: list[AddrKey] = []
+        for name, fronts in changed.items():
+            keys = set()
+            for fe in fronts:
+                if fe.service != name:
+                    raise DatapathError(f"update_services: frontend of {fe.service} given for service {name}")
+                key = self._canonical(fe)
+                owner = self._owner_of.get(key)
+                if owner is not None and owner != name and owner not in changed:
+                    raise DatapathError(f"service {name}: frontend {key[0]}:{key[1]}/{key[2].name} "
+                                        f"is also defined by {owner}")
+                keys.add(key)
+                upserts.append(fe)
+            removed += [k for k in self._by_service.get(name, ()) if k not in keys]
+        return self._apply(self._compiler.plan(upserts, removed), terminate_udp_in)
+
+    @staticmethod
+    def _canonical(fe: LBService) -> AddrKey:
+        return (ipaddress.IPv4Address(fe.frontend_ip), int(fe.port), Protocol(fe.protocol))
+
+    def _apply(self, delta: LBDelta, terminate_udp_in: Iterable[NetnsRef]) -> ReconcileResult:
+        maps = [self._cached_map(c) for c in (lb_services.CODEC, lb_backends.CODEC, lb_revnat.CODEC)]
+        if self._dirty:
+            # an earlier write failed part-way: bring the kernel to the compiler's state in full
+            self._compiler.commit(delta)
+            self._track_owners(delta)
+            for m in maps:
+                m.resync()
+            want = self._compiler.maps()
+            result = reconcile_lb(want.services, want.backends, want.revnat, *maps)
+            self._dirty = False
+        else:
+            try:
+                result = apply_lb_delta(delta, *maps)
+            except BaseException:
+                self._dirty = True
+                raise
+            self._compiler.commit(delta)
+            self._track_owners(delta)
+        self.last_frontends_compiled = delta.frontends_compiled
+        gone = {(k[0], k[1]) for k in delta.be_ids_released if k[2] == Protocol.UDP}
         for netns in terminate_udp_in:
             for ip, port in sorted(gone):
                 destroy_udp_sockets_to(netns, ip, port)
         return result
+
+    def _track_owners(self, delta: LBDelta) -> None:
+        for key in delta.fronts_removed:
+            name = self._owner_of.pop(key)
+            self._by_service[name].discard(key)
+            if not self._by_service[name]:
+                del self._by_service[name]
+        for key, front in delta.fronts_set.items():
+            prev = self._owner_of.get(key)
+            if prev is not None and prev != front.source.service:
+                self._by_service[prev].discard(key)
+                if not self._by_service[prev]:
+                    del self._by_service[prev]
+            self._owner_of[key] = front.source.service
+            self._by_service.setdefault(front.source.service, set()).add(key)
+
+    @property
+    def map_writes(self) -> int:
+        """Updates and deletes this LB has made to its three LB maps so far."""
+        return sum(m.writes for m in self._cached.values())
 
     def _cached_map(self, codec: object) -> CachedMap:
         """This node's LB maps as the agent last wrote them (loaded from the kernel once)."""
@@ -173,7 +234,7 @@ class NodeSocketLB:
     @property
     def ids(self) -> LBIds:
         """Backend ids and rev_nat indices assigned so far."""
-        return self._ids
+        return self._compiler.ids
 
     def services_entries(self) -> LBEntries:
         return LBEntries(
@@ -190,4 +251,4 @@ class NodeSocketLB:
 
     def backend_id(self, ip: ipaddress.IPv4Address | str, port: int, protocol: object) -> int | None:
         """The id assigned to a backend, if any."""
-        return self._ids.backends.get((ipaddress.IPv4Address(ip), port, Protocol(protocol)))
+        return self._compiler.backend_id((ipaddress.IPv4Address(ip), port, Protocol(protocol)))

@@ -28,77 +28,7 @@ from twin.semantics.endpoints import probe_port, readiness_probe
 from twin.semantics.lb import lb_table
 
 
-class RealPipeline:
-    """One prober thread per backend pod; changes go through ``rc.set_endpoint_state``."""
-
-    def __init__(self, rc, t0: float, log: list, seed: int = 1):
-        self.rc, self.t0, self.log = rc, t0, log
-        self.stop = threading.Event()
-        self.threads = []
-        rng = random.Random(seed)
-        backends = sorted({b.pod for fe in lb_table(rc.cluster).services for b in fe.backends})
-        for key in backends:
-            pod = rc.cluster.pod(key)
-            spec = readiness_probe(pod)
-            if spec is None:
-                continue
-            th = threading.Thread(target=self._run, args=(pod, spec, rng.uniform(0, spec.period_s)),
-                                  name=f"prober-{key}", daemon=True)
-            self.threads.append(th)
-            th.start()
-
-    def _event(self, event: str, **kw) -> None:
-        self.log.append({"t": round(time.monotonic() - self.t0, 6), "event": event, **kw})
-
-    def _probe_once(self, pod, spec) -> bool:
-        from datapath.attach import entered_netns
-        with entered_netns(self.rc.topo.node_netns(pod.node)):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.settimeout(spec.timeout_s)
-        try:
-            s.connect((str(pod.ip), probe_port(pod, spec)))
-            if spec.kind == "httpGet":
-                s.sendall(f"GET {spec.path} HTTP/1.1\r\nHost: {pod.ip}\r\nConnection: close\r\n\r\n".encode())
-                head = s.recv(64)
-                parts = head.split()
-                return len(parts) > 1 and parts[1].isdigit() and 200 <= int(parts[1]) < 400
-            return True
-        except OSError:
-            return False
-        finally:
-            s.close()
-
-    def _run(self, pod, spec, phase: float) -> None:
-        ready, fails, succ = True, 0, 0
-        if self.stop.wait(spec.initial_delay_s + phase):
-            return
-        nxt = time.monotonic()
-        while not self.stop.is_set():
-            ok = self._probe_once(pod, spec)
-            if ok:
-                succ, fails = succ + 1, 0
-                if not ready and succ >= spec.success_threshold:
-                    ready = True
-                    self._change(pod.key, "ready")
-            else:
-                fails, succ = fails + 1, 0
-                self._event("probe-failed", pod=pod.key, consecutive=fails)
-                if ready and fails >= spec.failure_threshold:
-                    ready = False
-                    self._change(pod.key, "not-ready")
-            nxt += spec.period_s
-            self.stop.wait(max(0.0, nxt - time.monotonic()))
-
-    def _change(self, pod: str, state: str) -> None:
-        self._event("pod-" + state, pod=pod)
-        self._event("status-updated", pod=pod, state=state)  # in-process kubelet → API: no network hop here
-        for node, secs in self.rc.set_endpoint_state(pod, state).items():
-            self._event("agent-lb-updated", node=node, pod=pod, state=state, seconds=secs)
-
-    def close(self) -> None:
-        self.stop.set()
-        for th in self.threads:
-            th.join(timeout=5)
+from harness.kubelet import RealPipeline  # noqa: E402,F401  (moved: kubelet-style probers)
 
 
 def _client_argv(mode: str, ip: str, t: Traffic | Hold, timeout: float) -> list[str]:

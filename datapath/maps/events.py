@@ -15,31 +15,9 @@ from twin.model.enums import Direction, DropReason, Protocol, Verdict
 
 from datapath.constants import FlowVerdictCode
 from datapath.errors import DatapathError
-from datapath.maps._codec import ip_from_be, port_from_be
+from datapath.maps._codec import U8, U16, U32, U64, Conv, Field, Struct, enum, five_tuple, pad
 
 MAP_NAME = "events"
-
-
-class FlowEventC(ctypes.Structure):
-    """``struct flow_event``."""
-
-    _fields_ = [
-        ("ts_ns", ctypes.c_uint64),
-        ("ifindex", ctypes.c_uint32),
-        ("ep_identity", ctypes.c_uint32),
-        ("peer_identity", ctypes.c_uint32),
-        ("saddr_be", ctypes.c_uint32),
-        ("daddr_be", ctypes.c_uint32),
-        ("sport_be", ctypes.c_uint16),
-        ("dport_be", ctypes.c_uint16),
-        ("protocol", ctypes.c_uint8),
-        ("direction", ctypes.c_uint8),
-        ("verdict", ctypes.c_uint8),
-        ("is_reply", ctypes.c_uint8),
-        ("drop_reason", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
-        ("rule_ref", ctypes.c_uint32),
-    ]
 
 
 @dataclass(frozen=True, order=True)
@@ -80,6 +58,24 @@ def _known(value: int, *enums: Any) -> int:
     return value
 
 
+def _known_as(*enums: Any) -> Conv:
+    return Conv(int, lambda c: _known(int(c), *enums))
+
+
+FLOW_EVENT = Struct("flow_event", [
+    Field("ts_ns", U64, "time_ns"), Field("ifindex", U32, "ifindex"),
+    Field("ep_identity", U32, "ep_identity"), Field("peer_identity", U32, "peer_identity"),
+    *five_tuple(saddr="src_ip", daddr="dst_ip", sport="src_port", dport="dst_port", protocol_as=_known_as(Protocol)),
+    Field("direction", U8, "direction", enum(Direction)),
+    Field("verdict", U8, "verdict", Conv(int, lambda c: Verdict.FORWARDED if c == FlowVerdictCode.FORWARDED
+                                          else Verdict.DROPPED)),
+    Field("is_reply", U8, "is_reply", Conv(int, bool)),
+    Field("drop_reason", U16, "drop_reason", _known_as(DropReason)), pad("pad", U16),
+    Field("rule_ref", U32, "rule_ref"),
+], FlowRecord)
+FlowEventC = FLOW_EVENT.ctype
+
+
 def decode_event(raw: bytes | Any) -> FlowRecord:
     """Decode one ``struct flow_event`` (bytes or a ctypes object)."""
     buf = bytes(raw)
@@ -89,23 +85,7 @@ def decode_event(raw: bytes | Any) -> FlowRecord:
             "the BPF object and datapath/maps/events.py disagree; rebuild both"
         )
     c = FlowEventC.from_buffer_copy(buf[: ctypes.sizeof(FlowEventC)])
-    verdict = Verdict.FORWARDED if c.verdict == FlowVerdictCode.FORWARDED else Verdict.DROPPED
-    return FlowRecord(
-        time_ns=int(c.ts_ns),
-        ifindex=int(c.ifindex),
-        ep_identity=int(c.ep_identity),
-        peer_identity=int(c.peer_identity),
-        src_ip=ip_from_be(c.saddr_be),
-        src_port=port_from_be(c.sport_be),
-        dst_ip=ip_from_be(c.daddr_be),
-        dst_port=port_from_be(c.dport_be),
-        protocol=_known(int(c.protocol), Protocol),
-        direction=Direction(c.direction),
-        verdict=verdict,
-        drop_reason=_known(int(c.drop_reason), DropReason),
-        rule_ref=int(c.rule_ref),
-        is_reply=bool(c.is_reply),
-    )
+    return FLOW_EVENT.from_c(c)  # type: ignore[no-any-return]
 
 
 class EventReader:

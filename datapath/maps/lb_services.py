@@ -5,38 +5,15 @@ and its ``rev_nat_index``.  Slots ``1..count`` each hold one active backend id.
 """
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 from dataclasses import dataclass
 
 from twin.model.enums import Protocol
 
 from datapath.constants import LBSlot
-from datapath.maps._codec import MapCodec, ip_from_be, ip_to_be, port_from_be, port_to_be
+from datapath.maps._codec import IP, PORT, U8, U16, U32, Field, MapCodec, Struct, enum, map_codec, pad
 
 MAP_NAME = "lb4_services"
-
-
-class Lb4KeyC(ctypes.Structure):
-    """``struct lb4_key``."""
-
-    _fields_ = [
-        ("address_be", ctypes.c_uint32),
-        ("dport_be", ctypes.c_uint16),
-        ("backend_slot", ctypes.c_uint16),
-        ("proto", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8 * 3),
-    ]
-
-
-class Lb4ServiceC(ctypes.Structure):
-    """``struct lb4_service``."""
-
-    _fields_ = [
-        ("backend_id", ctypes.c_uint32),
-        ("count", ctypes.c_uint16),
-        ("rev_nat_index", ctypes.c_uint16),
-    ]
 
 
 @dataclass(frozen=True, order=True)
@@ -65,23 +42,13 @@ class ServiceValue:
     rev_nat_index: int
 
 
-def _key_to_c(k: ServiceKey) -> Lb4KeyC:
-    return Lb4KeyC(
-        address_be=ip_to_be(k.address), dport_be=port_to_be(k.port),
-        backend_slot=k.slot, proto=int(k.protocol),
-    )
+LB4_KEY = Struct("lb4_key", [
+    Field("address", U32, "address", IP), Field("dport", U16, "port", PORT), Field("backend_slot", U16, "slot"),
+    Field("proto", U8, "protocol", enum(Protocol)), pad("pad", U8 * 3),
+], ServiceKey)
+LB4_SERVICE = Struct("lb4_service", [
+    Field("backend_id", U32, "backend_id"), Field("count", U16, "count"), Field("rev_nat_index", U16, "rev_nat_index"),
+], ServiceValue)
+Lb4KeyC, Lb4ServiceC = LB4_KEY.ctype, LB4_SERVICE.ctype
 
-
-def _key_from_c(c: Lb4KeyC) -> ServiceKey:
-    return ServiceKey(ip_from_be(c.address_be), port_from_be(c.dport_be), Protocol(c.proto), c.backend_slot)
-
-
-CODEC: MapCodec[ServiceKey, ServiceValue] = MapCodec(
-    map_name=MAP_NAME,
-    key_type=Lb4KeyC,
-    value_type=Lb4ServiceC,
-    key_to_c=_key_to_c,
-    key_from_c=_key_from_c,
-    value_to_c=lambda v: Lb4ServiceC(backend_id=v.backend_id, count=v.count, rev_nat_index=v.rev_nat_index),
-    value_from_c=lambda c: ServiceValue(c.backend_id, c.count, c.rev_nat_index),
-)
+CODEC: MapCodec[ServiceKey, ServiceValue] = map_codec(MAP_NAME, LB4_KEY, LB4_SERVICE)

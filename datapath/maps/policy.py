@@ -7,12 +7,11 @@ peer, 112 + p = protocol with a p-bit port prefix.
 """
 from __future__ import annotations
 
-import ctypes
 from dataclasses import dataclass
 
 from twin.model.enums import Direction, MapVerdict
 
-from datapath.maps._codec import MapCodec, port_from_be, port_to_be
+from datapath.maps._codec import PORT, U8, U16, U32, Field, MapCodec, Struct, enum, map_codec, pad
 
 MAP_NAME = "policy"
 
@@ -20,32 +19,6 @@ PREFIX_DIRECTION = 64
 PREFIX_PEER = 96
 PREFIX_PROTOCOL = 112
 PREFIX_FULL = 128
-
-
-class PolicyKeyC(ctypes.Structure):
-    """``struct policy_key``."""
-
-    _fields_ = [
-        ("prefixlen", ctypes.c_uint32),
-        ("ep_identity", ctypes.c_uint32),
-        ("direction", ctypes.c_uint8),
-        ("pad0", ctypes.c_uint8 * 3),
-        ("peer_identity", ctypes.c_uint32),
-        ("protocol", ctypes.c_uint8),
-        ("pad1", ctypes.c_uint8),
-        ("dport_be", ctypes.c_uint16),
-    ]
-
-
-class PolicyValueC(ctypes.Structure):
-    """``struct policy_value``."""
-
-    _fields_ = [
-        ("verdict", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8),
-        ("drop_reason", ctypes.c_uint16),
-        ("rule_ref", ctypes.c_uint32),
-    ]
 
 
 @dataclass(frozen=True, order=True)
@@ -100,42 +73,16 @@ class PolicyValue:
     rule_ref: int = 0
 
 
-def _key_to_c(k: PolicyKey) -> PolicyKeyC:
-    return PolicyKeyC(
-        prefixlen=k.prefixlen,
-        ep_identity=k.ep_identity,
-        direction=int(k.direction),
-        peer_identity=k.peer_identity,
-        protocol=k.protocol,
-        dport_be=port_to_be(k.port),
-    )
+POLICY_KEY = Struct("policy_key", [
+    Field("prefixlen", U32, "prefixlen"), Field("ep_identity", U32, "ep_identity"),
+    Field("direction", U8, "direction", enum(Direction)), pad("pad0", U8 * 3),
+    Field("peer_identity", U32, "peer_identity"), Field("protocol", U8, "protocol"), pad("pad1", U8),
+    Field("dport", U16, "port", PORT),
+], PolicyKey)
+POLICY_VALUE = Struct("policy_value", [
+    Field("verdict", U8, "verdict", enum(MapVerdict)), pad("pad", U8),
+    Field("drop_reason", U16, "drop_reason"), Field("rule_ref", U32, "rule_ref"),
+], PolicyValue)
+PolicyKeyC, PolicyValueC = POLICY_KEY.ctype, POLICY_VALUE.ctype
 
-
-def _key_from_c(c: PolicyKeyC) -> PolicyKey:
-    return PolicyKey(
-        ep_identity=c.ep_identity,
-        direction=Direction(c.direction),
-        prefixlen=c.prefixlen,
-        peer_identity=c.peer_identity,
-        protocol=c.protocol,
-        port=port_from_be(c.dport_be),
-    )
-
-
-def _value_to_c(v: PolicyValue) -> PolicyValueC:
-    return PolicyValueC(verdict=int(v.verdict), drop_reason=int(v.drop_reason), rule_ref=v.rule_ref)
-
-
-def _value_from_c(c: PolicyValueC) -> PolicyValue:
-    return PolicyValue(MapVerdict(c.verdict), int(c.drop_reason), int(c.rule_ref))
-
-
-CODEC: MapCodec[PolicyKey, PolicyValue] = MapCodec(
-    map_name=MAP_NAME,
-    key_type=PolicyKeyC,
-    value_type=PolicyValueC,
-    key_to_c=_key_to_c,
-    key_from_c=_key_from_c,
-    value_to_c=_value_to_c,
-    value_from_c=_value_from_c,
-)
+CODEC: MapCodec[PolicyKey, PolicyValue] = map_codec(MAP_NAME, POLICY_KEY, POLICY_VALUE)

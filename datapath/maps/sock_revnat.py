@@ -6,34 +6,12 @@ owns it: Python only reads it (and may flush it).
 """
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 from dataclasses import dataclass
 
-from datapath.maps._codec import MapCodec, ip_from_be, ip_to_be, port_from_be, port_to_be
+from datapath.maps._codec import IP, PORT, U16, U32, U64, Field, MapCodec, Struct, map_codec, pad
 
 MAP_NAME = "lb4_sock_revnat"
-
-
-class SockRevNatKeyC(ctypes.Structure):
-    """``struct lb4_sock_revnat_key``."""
-
-    _fields_ = [
-        ("cookie", ctypes.c_uint64),
-        ("address_be", ctypes.c_uint32),
-        ("port_be", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
-    ]
-
-
-class SockRevNatValueC(ctypes.Structure):
-    """``struct lb4_sock_revnat_value``."""
-
-    _fields_ = [
-        ("address_be", ctypes.c_uint32),
-        ("port_be", ctypes.c_uint16),
-        ("rev_nat_index", ctypes.c_uint16),
-    ]
 
 
 @dataclass(frozen=True, order=True)
@@ -50,16 +28,14 @@ class SockRevNatValue:
     rev_nat_index: int
 
 
-CODEC: MapCodec[SockRevNatKey, SockRevNatValue] = MapCodec(
-    map_name=MAP_NAME,
-    key_type=SockRevNatKeyC,
-    value_type=SockRevNatValueC,
-    key_to_c=lambda k: SockRevNatKeyC(cookie=k.cookie, address_be=ip_to_be(k.backend_ip),
-                                      port_be=port_to_be(k.backend_port)),
-    key_from_c=lambda c: SockRevNatKey(c.cookie, ip_from_be(c.address_be), port_from_be(c.port_be)),
-    value_to_c=lambda v: SockRevNatValueC(address_be=ip_to_be(v.frontend_ip),
-                                          port_be=port_to_be(v.frontend_port),
-                                          rev_nat_index=v.rev_nat_index),
-    value_from_c=lambda c: SockRevNatValue(ip_from_be(c.address_be), port_from_be(c.port_be),
-                                           c.rev_nat_index),
-)
+SOCK_REVNAT_KEY = Struct("lb4_sock_revnat_key", [
+    Field("cookie", U64, "cookie"), Field("address", U32, "backend_ip", IP), Field("port", U16, "backend_port", PORT),
+    pad("pad", U16),
+], SockRevNatKey)
+SOCK_REVNAT_VALUE = Struct("lb4_sock_revnat_value", [
+    Field("address", U32, "frontend_ip", IP), Field("port", U16, "frontend_port", PORT),
+    Field("rev_nat_index", U16, "rev_nat_index"),
+], SockRevNatValue)
+SockRevNatKeyC, SockRevNatValueC = SOCK_REVNAT_KEY.ctype, SOCK_REVNAT_VALUE.ctype
+
+CODEC: MapCodec[SockRevNatKey, SockRevNatValue] = map_codec(MAP_NAME, SOCK_REVNAT_KEY, SOCK_REVNAT_VALUE)

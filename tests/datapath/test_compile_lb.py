@@ -186,6 +186,18 @@ def test_removing_a_service_deletes_its_master_before_its_slots():
     assert m.broken == [] and m.services.data == {} and m.backends.data == {} and m.revnat.data == {}
 
 
+def test_removed_frontend_stops_matching_before_its_backend_turns_terminating_elsewhere():
+    # VIP2 goes away while be(3), its only backend, turns terminating behind VIP:
+    # VIP2's master must be gone before be(3) is flagged, or a connect() to VIP2
+    # in between would be sent to a terminating backend.
+    m = Maps()
+    first = compile_lb(LBTable((svc(be(2), be(3)), svc(be(3), ip=VIP2))))
+    m.apply(first)
+    m.apply(compile_lb(LBTable((svc(be(2), be(3, "terminating")),)), first.ids))
+    assert m.broken == []
+    assert master(VIP2) not in m.services.data
+
+
 def test_second_reconcile_with_the_same_table_touches_nothing():
     m = Maps()
     table = LBTable((svc(be(2), be(3, "terminating")), svc(be(2), ip=VIP2)))
@@ -233,3 +245,48 @@ def test_any_sequence_of_tables_keeps_every_reference_valid_at_every_step(steps)
         assert m.services.data == dict(maps.services)
         assert m.backends.data == dict(maps.backends)
         assert m.revnat.data == dict(maps.revnat)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(2, 7), _states), max_size=5), min_size=1, max_size=6))
+def test_incremental_compiler_equals_a_full_compile_after_every_change(steps):
+    """One long-lived LBCompiler fed each table (compiling only what changed)
+    holds exactly what compile_lb computes from scratch with the previous ids,
+    and its deltas, written to maps, keep every reference valid."""
+    from datapath.compile_lb import LBCompiler
+    from datapath.reconcile import apply_lb_delta
+
+    m = Maps()
+    inc = LBCompiler()
+    ids = LBIds()
+    for step in steps:
+        chosen = {last: s for last, s in step if s is not None}
+        fronts = [svc(*(be(last, s) for last, s in sorted(chosen.items())))]
+        if len(chosen) % 2:
+            fronts.append(svc(*(be(last, s) for last, s in sorted(chosen.items()) if last % 2), ip=VIP2))
+        table = LBTable(tuple(fronts))
+        delta = inc.plan_table(table)
+        apply_lb_delta(delta, m.services, m.backends, m.revnat)
+        inc.commit(delta)
+        full = compile_lb(table, ids)
+        ids = full.ids
+        got = inc.maps()
+        assert (dict(got.services), dict(got.backends), dict(got.revnat)) == \
+            (dict(full.services), dict(full.backends), dict(full.revnat))
+        assert m.broken == [], m.broken
+        assert m.services.data == dict(full.services) and m.backends.data == dict(full.backends)
+        assert m.revnat.data == dict(full.revnat)
+
+
+def test_unchanged_frontends_are_not_compiled_again():
+    from datapath.compile_lb import LBCompiler
+
+    c = LBCompiler()
+    table = LBTable((svc(be(2)), svc(be(3), ip=VIP2)))
+    c.commit(c.plan_table(table))
+    same = c.plan_table(LBTable(tuple(table.services)))
+    assert same.empty and same.frontends_compiled == 0
+    grown = c.plan_table(LBTable((table.services[0], svc(be(3), be(4), ip=VIP2))))
+    assert grown.frontends_compiled == 1
+    assert set(grown.new_services) == {master(VIP2), ServiceKey(VIP2, 80, Protocol.TCP, 1),
+                                       ServiceKey(VIP2, 80, Protocol.TCP, 2)}

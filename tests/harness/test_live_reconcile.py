@@ -1,5 +1,6 @@
-"""Harness tier: policy changes reconcile maps in place, without reloading
-programs and without dropping an allowed flow that stays allowed."""
+"""Harness tier: the node agents reconcile policy changes in place, without
+reloading programs and without dropping an allowed flow that stays allowed;
+readiness published to the store reaches every node's LB maps."""
 from __future__ import annotations
 
 import json
@@ -88,3 +89,34 @@ def test_removing_the_allow_drops_new_connections_and_restoring_it_readmits_them
         assert tools.tcp_connect(rc.topo, "default/client", ip, 80, 0.5)["outcome"] == "timeout"
         rc.program(cluster_with(L4))
         assert tools.tcp_connect(rc.topo, "default/client", ip, 80, 1.0)["outcome"] == "answered"
+
+
+SERVICE = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+           "spec": {"selector": {"app": "server"}, "ports": [{"port": 80, "targetPort": 8080}]}}
+
+
+def test_readiness_published_to_the_store_reaches_every_nodes_lb_maps_through_its_agent():
+    from datapath.constants import LBSlot
+    srcs = [Source("<pods>", PODS), Source("<service>", yaml.safe_dump(SERVICE))]
+    base = build_cluster(srcs)
+    vip = base.service("default/web").cluster_ip
+
+    def active_backends() -> dict[str, int]:
+        out = {}
+        for node, lb in rc.socklbs.items():
+            masters = [v for k, v in lb.services_entries().services.items()
+                       if k.address == vip and k.slot == LBSlot.MASTER]
+            out[node] = masters[0].count if masters else -1
+        return out
+
+    nodes = {n.name for n in base.nodes}
+    with RealCluster(base, socket_lb=True) as rc:
+        assert set(rc.socklbs) == nodes and len(nodes) >= 2
+        assert active_backends() == dict.fromkeys(nodes, 1)
+        seconds = rc.set_endpoint_state("default/server", "not-ready")
+        assert set(seconds) == nodes
+        assert active_backends() == dict.fromkeys(nodes, 0)
+        last = {n: a.reports[-1] for n, a in rc.agents.items()}
+        assert all(set(r.results) == {"services"} and r.ok for r in last.values()), last
+        rc.set_endpoint_state("default/server", "ready")
+        assert active_backends() == dict.fromkeys(nodes, 1)

@@ -1,0 +1,16 @@
+"""The node agent: one per node, the real side's control loop.
+
+* :mod:`datapath.agent.store`        desired state, versions, and the watch interface
+* :mod:`datapath.agent.tables`       the node's tables, computed by the semantics
+* :mod:`datapath.agent.reconcilers`  one reconciler per concern (endpoints, ipcache,
+                                     policy, services)
+* :mod:`datapath.agent.agent`        ``NodeAgent``: owns its node's programs and
+                                     maps, watches, reconciles, reports
+"""
+from datapath.agent.agent import AgentError, AgentReport, NodeAgent
+from datapath.agent.reconcilers import NodeHost, Reconciler
+from datapath.agent.store import CLUSTER, ENDPOINT_STATES, DesiredState, Store, Watch, WatchSource
+from datapath.agent.tables import ClusterTables, TableCache
+
+__all__ = ["AgentError", "AgentReport", "NodeAgent", "NodeHost", "Reconciler", "CLUSTER", "ENDPOINT_STATES",
+           "DesiredState", "Store", "Watch", "WatchSource", "ClusterTables", "TableCache"]

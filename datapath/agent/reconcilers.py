@@ -1,0 +1,142 @@
+"""Per-concern reconcilers of a node agent.
+
+Each one owns one part of the node's kernel state and says which kinds of
+desired-state change concern it (``concerns``); the agent runs, in order,
+the reconcilers a change concerns.  New concerns (L2 responders, lease
+electors, bandwidth classes, an L7 proxy) are new classes with the same
+shape, appended to :attr:`NodeAgent.reconcilers`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Protocol
+
+from datapath.agent.store import CLUSTER, ENDPOINT_STATES, DesiredState
+from datapath.agent.tables import ClusterTables
+from datapath.errors import UnsupportedPolicyError
+from datapath.node import EndpointSpec, NodeDatapath
+from datapath.reconcile import ReconcileResult
+from datapath.socklb import NodeSocketLB
+
+__all__ = ["NodeHost", "Reconciler", "EndpointsReconciler", "IpcacheReconciler", "PolicyReconciler",
+           "ServicesReconciler"]
+
+
+@dataclass(frozen=True)
+class NodeHost:
+    """What the host gives a node's agent: where its node lives.
+
+    ``lxc_of`` names a local pod's host-side device in the node netns;
+    ``cgroup`` is the node's cgroup2 directory (where its pods' processes
+    run; the socket LB attaches there); ``pod_netns`` names a pod's network
+    namespace (for destroying UDP sockets to removed backends)."""
+
+    name: str
+    netns: str
+    lxc_of: Callable[[str], str]
+    cgroup: Path | None = None
+    pod_netns: Callable[[str], str] | None = None
+
+
+class Reconciler(Protocol):
+    name: str
+    concerns: frozenset[str]
+
+    def reconcile(self, desired: DesiredState, tables: ClusterTables) -> ReconcileResult:
+        """Make this concern's kernel state implement ``desired``; raise on failure."""
+        ...
+
+
+class EndpointsReconciler:
+    """The node's pods: attach the lxc programs to their devices, fill ``endpoints``."""
+
+    name = "endpoints"
+    concerns = frozenset({CLUSTER})
+
+    def __init__(self, host: NodeHost, dp: NodeDatapath) -> None:
+        self.host, self.dp = host, dp
+
+    def reconcile(self, desired: DesiredState, tables: ClusterTables) -> ReconcileResult:
+        local = [p for p in desired.cluster.pods if p.node == self.host.name]
+        devices = {self.host.lxc_of(p.key): p for p in local}
+        for gone in sorted(set(self.dp.attached) - set(devices)):
+            self.dp.detach(gone)
+        self.dp.attach(sorted(devices))
+        ids = tables.view.ids
+        return self.dp.set_endpoints([EndpointSpec(dev, ids.pod_identity(p), p.ip) for dev, p in devices.items()])
+
+
+class IpcacheReconciler:
+    """``ipcache``: every address the node knows -> its identity."""
+
+    name = "ipcache"
+    concerns = frozenset({CLUSTER})
+
+    def __init__(self, host: NodeHost, dp: NodeDatapath) -> None:
+        self.host, self.dp = host, dp
+
+    def reconcile(self, desired: DesiredState, tables: ClusterTables) -> ReconcileResult:
+        return self.dp.set_ipcache(tables.view.ids.ipcache(self.host.name))
+
+
+class PolicyReconciler:
+    """``policy``: the policy table for the node's endpoints."""
+
+    name = "policy"
+    concerns = frozenset({CLUSTER})
+
+    def __init__(self, host: NodeHost, dp: NodeDatapath) -> None:
+        self.host, self.dp = host, dp
+
+    def reconcile(self, desired: DesiredState, tables: ClusterTables) -> ReconcileResult:
+        ids = tables.view.ids
+        local = [ids.pod_identity(p) for p in desired.cluster.pods if p.node == self.host.name]
+        try:
+            return self.dp.set_policy(tables.policy_table, endpoint_identities=local)
+        except UnsupportedPolicyError as exc:
+            raise UnsupportedPolicyError(f"the real datapath cannot enforce this policy yet: {exc}") from exc
+
+
+class ServicesReconciler:
+    """The socket LB maps, rewritten in proportion to the change: when only
+    services changed (``DesiredState.services``) or only endpoint states
+    (``DesiredState.pods``), only the services concerned (plus any whose
+    LB-IPAM address moved) are recomputed by the semantics and compiled;
+    any other cluster change diffs the whole LB table by frontend (still
+    compiling only the frontends that differ)."""
+
+    name = "services"
+    concerns = frozenset({CLUSTER, ENDPOINT_STATES})
+
+    def __init__(self, host: NodeHost, lb: NodeSocketLB) -> None:
+        self.host, self.lb = host, lb
+        self._cluster: object = None  # the cluster state the maps implement (None: unsure, diff in full)
+        self._tables: ClusterTables | None = None
+        self.last_path = ""  # "full", "services" or "endpoints": how the last reconcile went
+
+    def reconcile(self, desired: DesiredState, tables: ClusterTables) -> ReconcileResult:
+        cluster, states = desired.cluster, desired.endpoint_states
+        terminate = [self.host.pod_netns(p.key) for p in cluster.pods if p.node == self.host.name] \
+            if self.host.pod_netns is not None and cluster.values.terminate_pod_connections else []
+        affected: set[str] = set()
+        if ENDPOINT_STATES in desired.changed:
+            affected |= set().union(*(tables.services_of_pod.get(p, frozenset()) for p in desired.pods))
+        prev, baseline = self._tables, self._cluster
+        self._cluster = None  # until this reconcile succeeded
+        if CLUSTER in desired.changed or cluster is not baseline:
+            if desired.services is None or prev is None or baseline is None or baseline is cluster:
+                result = self.lb.set_services(tables.lb_table(states), terminate_udp_in=terminate)
+                self.last_path = "full"
+                self._cluster, self._tables = cluster, tables
+                return result
+            old_ips, new_ips = prev.view.allocation.ips, tables.view.allocation.ips
+            affected |= set(desired.services)
+            affected |= {k for k in old_ips.keys() | new_ips.keys() if old_ips.get(k) != new_ips.get(k)}
+            self.last_path = "services"
+        else:
+            self.last_path = "endpoints"
+        result = self.lb.update_services(tables.lb_frontends(sorted(affected), states), terminate_udp_in=terminate) \
+            if affected else ReconcileResult()
+        self._cluster, self._tables = cluster, tables
+        return result
