@@ -12,7 +12,6 @@ with ``#line`` markers so compiler errors still name the real file and line.
 """
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from dataclasses import dataclass

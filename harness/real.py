@@ -1,9 +1,9 @@
 """The real backend: the scenario on real namespaces, real eBPF and real tools.
 
-``RealCluster`` is the control plane of a real run: it builds the Mininet
-topology from the model, loads one BPF object per node, attaches it to the
-node's lxc devices, and programs the maps from the semantics (ipcache,
-endpoints, policy).  Policy apply/delete reconciles the maps in place.
+``RealCluster`` (``harness/realcluster.py``) builds the Mininet topology
+from the model and starts one node agent per node (``datapath/agent``);
+the agents own their node's programs and maps and reconcile them from the
+desired state the harness publishes.  Policy apply/delete is a publish.
 
 A probe runs the real tool (ping, curl, a TCP connect, a UDP datagram) in
 the source pod's namespace.  Its verdict comes from what the tool saw
@@ -17,16 +17,11 @@ dispatch (``twin.model.run.dispatch``), returning typed observations.
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
-import threading
 import time
-from dataclasses import dataclass, field
 
 from twin.model.enums import Direction, DropReason, Protocol
-from twin.model.findings import TwinError
-from twin.model.objects import Cluster
 from twin.model.observations import Event, FlowRecord, KillRecord, Observations
 from twin.model.run import RunInputs, dispatch, needs_services
 from twin.model.scenario import Probe, Step

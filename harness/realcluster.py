@@ -38,7 +38,6 @@ class RealCluster:
         self.topo = None
         self.store = None
         self.agents: dict = {}
-        self.cgroup_dir = None
         self._lock = threading.Lock()
 
     # -- what other code reads ---------------------------------------------------------
@@ -62,19 +61,13 @@ class RealCluster:
 
     def __enter__(self) -> "RealCluster":
         from datapath.agent import NodeAgent, NodeHost, Store, TableCache
-        from harness.cleanup import CGROUP_PREFIX, CGROUP_ROOT
         from harness.topology import RealTopology
         try:
             self.topo = RealTopology(self.cluster).__enter__()
             cgroups = {}
-            if self.socket_lb:
-                self.cgroup_dir = CGROUP_ROOT / f"{CGROUP_PREFIX}{self.topo.run_id}"
-                self.cgroup_dir.mkdir()
+            if self.socket_lb:  # recorded in the run's state file; the topology removes them at close
                 for node in self.cluster.nodes:
-                    d = self.cgroup_dir / node.name
-                    d.mkdir()
-                    self.topo.set_node_cgroup(node.name, d)
-                    cgroups[node.name] = d
+                    cgroups[node.name] = self.topo.make_node_cgroup(node.name)
             self.store = Store()
             tables = TableCache()
             topo = self.topo
@@ -94,6 +87,16 @@ class RealCluster:
         self.close()
 
     def close(self) -> None:
+        """Stop the agents (each detaches and frees its programs and maps), then the
+        topology (processes, namespaces, node cgroups).  Ctrl-C and SIGTERM are held
+        back until this finishes; what could not be removed is raised as
+        :class:`~harness.errors.TeardownIncomplete`, which ``twin cleanup`` removes."""
+        from harness.cleanup import signals_deferred
+        with signals_deferred("teardown"):
+            self._close()
+
+    def _close(self) -> None:
+        from harness.errors import TeardownIncomplete
         errors = []
         if self.store is not None:
             self.store.close()
@@ -106,13 +109,8 @@ class RealCluster:
         if self.topo is not None:
             self.topo.close()
             self.topo = None
-        if self.cgroup_dir is not None:
-            from harness.cleanup import remove_cgroup_tree
-            if not remove_cgroup_tree(self.cgroup_dir):
-                errors.append(f"cgroup {self.cgroup_dir} still has processes")
-            self.cgroup_dir = None
         if errors:
-            raise TwinError("teardown of the datapath failed on " + "; ".join(errors))
+            raise TeardownIncomplete("teardown of the datapath failed on " + "; ".join(errors), errors)
 
     # -- desired state ----------------------------------------------------------------------
 

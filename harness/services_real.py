@@ -11,24 +11,18 @@ from __future__ import annotations
 
 import json
 import queue
-import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 
 from harness.topology import REPO_ROOT
-from twin.model.findings import TwinError
+from harness.errors import HarnessError
 from twin.model.observations import HoldResult, RequestRecord, SyscallFacts
 from twin.model.scenario import Hold, Traffic, service_key
-from twin.semantics.endpoints import probe_port, readiness_probe
-from twin.semantics.lb import lb_table
-
-
-from harness.kubelet import RealPipeline  # noqa: E402,F401  (moved: kubelet-style probers)
+from harness.kubelet import RealPipeline  # noqa: F401  (kubelet-style probers live in harness/kubelet.py)
 
 
 def _client_argv(mode: str, ip: str, t: Traffic | Hold, timeout: float) -> list[str]:
@@ -71,7 +65,7 @@ class RealTraffic:
         proc = self._popen(t.src, _client_argv("requests", str(svc.cluster_ip), t, self.settings.request_timeout_s))
         out, err = proc.communicate(timeout=t.count * (t.interval_s + self.settings.request_timeout_s) + 30)
         if proc.returncode != 0:
-            raise TwinError(f"client for {t.name} failed: {err.strip()[:500]}")
+            raise HarnessError(f"client for {t.name} failed: {err.strip()[:500]}")
         self._collect(t, out)
 
     def start_loop(self, t: Traffic) -> None:
@@ -82,7 +76,7 @@ class RealTraffic:
         proc, t = self.loops.pop(name)
         out, err = proc.communicate(timeout=t.duration_s + 60)
         if proc.returncode != 0:
-            raise TwinError(f"client loop {name} failed: {err.strip()[:500]}")
+            raise HarnessError(f"client loop {name} failed: {err.strip()[:500]}")
         self._collect(t, out)
 
     def hold(self, h: Hold, step: int = -1) -> None:
@@ -111,7 +105,6 @@ class RealTraffic:
         """strace curl (connect, getsockname) and a client's getpeername; tcpdump inside the pod."""
         svc = self._service(t.dst)
         vip, port = str(svc.cluster_ip), t.port
-        src = self.rc.cluster.pod(t.src)
         cap = self._popen(t.src, ["tcpdump", "-i", "any", "-nn", "-l", "-q", "ip"],
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         lines: queue.Queue = queue.Queue()
