@@ -29,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from twin.model.build import parse_duration
+from twin.model.load.values import parse_duration
 from twin.model.findings import Finding, InputError, error
 from twin.model.schema import check, fmt_path
 from twin.model.yamlsrc import Source, parse_documents
