@@ -12,7 +12,7 @@ Modules, in the order a load runs through them:
 - ``values``: Helm values and Go durations
 - ``placement``: scheduling, pod and service address allocation
 - ``cluster``: the entry points (``build_cluster``, ``parse_policy_source``)
-- ``limits``: the explicit size limits on inputs
+(the explicit size limits on inputs are in :mod:`twin.model.limits`)
 """
 from twin.model.load.cluster import build_cluster, parse_policy_source
 from twin.model.load.documents import load_documents

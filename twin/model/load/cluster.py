@@ -7,6 +7,7 @@ from typing import Iterable
 from twin.model import topology
 from twin.model.findings import InputError, error
 from twin.model.load.context import Pending
+from twin.model.load.crosscheck import check_policy_named_ports, check_service_named_ports
 from twin.model.load.documents import collect, load_documents
 from twin.model.load.l2 import build_l2, build_pool
 from twin.model.load.nodes import build_nodes
@@ -39,12 +40,18 @@ def build_cluster(manifests: Iterable[Source], values: Source | None = None, str
             namespaces.append(rec.meta["name"])
     pods = build_pods(pending, nodes)
     services = build_services(pending, topology.SERVICE_CIDR)
+    svc_recs: dict = {}
+    for rec in pending.services:
+        svc_recs.setdefault(f"{rec.namespace}/{rec.meta['name']}", rec)
+    for svc in services:
+        check_service_named_ports(svc, svc_recs[svc.key], pods)
     policies, seen = [], {}
     for rec in pending.policies:
         ctx = rec.ctx
         pol = build_policy(ctx, rec.namespace, rec.data)
         if pol is None:
             continue
+        check_policy_named_ports(rec, pods)
         if pol.key in seen:
             ctx.warn(("metadata", "name"), f"CiliumNetworkPolicy {pol.key} appears again; like kubectl apply, the later one replaces the earlier")
             policies[seen[pol.key]] = pol

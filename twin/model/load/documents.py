@@ -7,7 +7,7 @@ import json
 import re
 from typing import Iterable
 
-from twin.model import schema
+from twin.model import limits, schema
 from twin.model.findings import Finding, error
 from twin.model.load.context import Ctx, Pending, PendingObject, PendingPod
 from twin.model.load.selectors import parse_selector, selector_matches
@@ -33,6 +33,11 @@ def collect(doc: Document, pending: Pending, findings: list) -> None:
         findings.append(error("<document>", "", f"a manifest must be a mapping, got {type(data).__name__}", doc.file, doc.line(())))
         return
     api, kind = data.get("apiVersion"), data.get("kind")
+    for fld, val in (("apiVersion", api), ("kind", kind)):
+        if val is not None and not isinstance(val, str):
+            findings.append(error(f"document {doc.index} of {doc.file}", fld,
+                                  f"must be a string, got {type(val).__name__}", doc.file, doc.line((fld,))))
+            return
     meta = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
     name = meta.get("name", "<unnamed>")
     ns = meta.get("namespace")
@@ -45,7 +50,11 @@ def collect(doc: Document, pending: Pending, findings: list) -> None:
         obj = f"document {doc.index} of {doc.file}"
     ctx = Ctx(doc, str(kind), obj, findings)
     if kind == "List" and api == "v1":
-        for i, item in enumerate(data.get("items") or []):
+        items = data.get("items") or []
+        if not isinstance(items, list):
+            ctx.err(("items",), f"must be a list, got {type(items).__name__}")
+            return
+        for i, item in enumerate(items):
             sub = Document(item, doc.file, doc.index, {k[2:]: v for k, v in doc.lines.items() if k[:2] == ("items", i)})
             collect(sub, pending, findings)
         return
@@ -77,6 +86,9 @@ def collect(doc: Document, pending: Pending, findings: list) -> None:
         ns = "default"
         ctx.obj = f"{kind} default/{name}"
     if kind == "Pod":
+        if len(pending.pods) >= limits.MAX_PODS:
+            ctx.err((), f"the cluster would have more than {limits.MAX_PODS} pods (limit MAX_PODS)")
+            return
         pending.pods.append(PendingPod(ctx, ns, meta, data.get("spec") or {}, data.get("status") or {}))
     elif kind == "Deployment":
         _expand_deployment(ctx, ns, meta, data.get("spec") or {}, pending)
@@ -104,6 +116,12 @@ def _expand_deployment(ctx: Ctx, ns: str, meta: dict, spec: dict, pending: Pendi
         replicas = 1
     if replicas < 0:
         ctx.err(("spec", "replicas"), f"must be >= 0, got {replicas}")
+        return
+    if replicas > limits.MAX_REPLICAS:
+        ctx.err(("spec", "replicas"), f"{replicas} is more than the limit of {limits.MAX_REPLICAS} replicas (MAX_REPLICAS)")
+        return
+    if len(pending.pods) + replicas > limits.MAX_PODS:
+        ctx.err(("spec", "replicas"), f"the cluster would have more than {limits.MAX_PODS} pods (limit MAX_PODS)")
         return
     template = spec.get("template") or {}
     tmeta = template.get("metadata") or {}

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from twin.model import topology
+from twin.model import limits, topology
 from twin.model.load.context import Pending
 from twin.model.objects import Node, labels_of
 
@@ -16,9 +16,20 @@ def build_nodes(pending: Pending) -> list[Node]:
             nodes.append(Node(name, labels_of(labels), topology.node_ip(i), topology.pod_cidr(i),
                               (topology.UPLINK,), taints))
         return nodes
+    if len(pending.nodes) > limits.MAX_NODES:
+        rec = pending.nodes[limits.MAX_NODES]
+        rec.ctx.err((), f"more than {limits.MAX_NODES} nodes (limit MAX_NODES)")
+        return nodes
+    names: dict[str, int | None] = {}
+    cidrs: list[tuple[ipaddress.IPv4Network, str]] = []
     for i, rec in enumerate(pending.nodes):
         ctx, data = rec.ctx, rec.data
-        meta, spec, status = data["metadata"], data.get("spec") or {}, data.get("status") or {}
+        meta, spec, status = data["metadata"], rec.spec, data.get("status") or {}
+        if meta["name"] in names:
+            ctx.err(("metadata", "name"), f"duplicate Node {meta['name']!r} (first at line {names[meta['name']]}); "
+                    "node names are unique in a cluster")
+            continue
+        names[meta["name"]] = ctx.origin.line
         labels = dict(meta.get("labels") or {})
         labels.setdefault("kubernetes.io/hostname", meta["name"])
         ip = topology.node_ip(i)
@@ -34,6 +45,13 @@ def build_nodes(pending: Pending) -> list[Node]:
                 cidr = ipaddress.IPv4Network(spec["podCIDR"])
             except ValueError:
                 ctx.err(("spec", "podCIDR"), f"not an IPv4 CIDR: {spec['podCIDR']!r}")
+        for other, where in ((topology.SERVICE_CIDR, "the service CIDR"), (topology.NODE_NETWORK, "the node network"),
+                             *((c, f"node {n}'s pod CIDR") for c, n in cidrs)):
+            if cidr.overlaps(other):
+                ctx.err(("spec", "podCIDR"), f"{cidr} overlaps {where} {other}; pod CIDRs must be disjoint "
+                        "from each other, the service CIDR and the node network")
+                break
+        cidrs.append((cidr, meta["name"]))
         taints = []
         for j, t in enumerate(spec.get("taints") or []):
             if t.get("effect") not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):

@@ -7,8 +7,8 @@ import ipaddress
 from twin.model import topology
 from twin.model.load.context import Ctx, Pending
 from twin.model.load.pods import containers
-from twin.model.load.selectors import selector_matches
-from twin.model.objects import LabelSelector, Node, Pod, Requirement, labels_of
+from twin.model.load.selectors import parse_selector, selector_matches
+from twin.model.objects import LabelSelector, Node, Pod, labels_of
 
 
 def _tolerates(spec: dict, taint: tuple[str, str]) -> bool:
@@ -22,17 +22,23 @@ def _tolerates(spec: dict, taint: tuple[str, str]) -> bool:
     return False
 
 
-def _anti_affinity(spec: dict) -> list[LabelSelector]:
-    """Required pod anti-affinity terms on kubernetes.io/hostname (the seed's netperf)."""
+def _anti_affinity(ctx: Ctx, spec: dict) -> list[LabelSelector]:
+    """Required pod anti-affinity terms on kubernetes.io/hostname (the seed's netperf).
+
+    The schema has checked the shape; selectors are parsed (and their
+    expressions checked) like any other label selector.
+    """
     aff = spec.get("affinity") or {}
+    path = ("spec", "affinity", "podAntiAffinity", "requiredDuringSchedulingIgnoredDuringExecution")
     terms = ((aff.get("podAntiAffinity") or {}).get("requiredDuringSchedulingIgnoredDuringExecution")) or []
     out = []
-    for t in terms:
-        if isinstance(t, dict) and t.get("topologyKey") == "kubernetes.io/hostname":
-            ls = t.get("labelSelector") or {}
-            reqs = tuple(Requirement(e["key"], e["operator"], tuple(e.get("values") or ()))
-                         for e in ls.get("matchExpressions") or [] if isinstance(e, dict))
-            out.append(LabelSelector(labels_of(ls.get("matchLabels")), reqs))
+    for i, t in enumerate(terms):
+        if not t.get("topologyKey"):
+            ctx.err(path + (i, "topologyKey"), "is required")
+        elif t["topologyKey"] != "kubernetes.io/hostname":
+            ctx.warn(path + (i, "topologyKey"), f"only kubernetes.io/hostname is modelled; the term on {t['topologyKey']!r} is ignored")
+        else:
+            out.append(parse_selector(ctx, t.get("labelSelector") or {}, path + (i, "labelSelector")))
     return out
 
 
@@ -44,7 +50,7 @@ def schedule(ctx: Ctx, ns: str, spec: dict, nodes: list[Node], placed: list) -> 
     Among them, the node with the fewest pods; ties go to manifest order.
     """
     node_sel = spec.get("nodeSelector") or {}
-    anti = _anti_affinity(spec)
+    anti = _anti_affinity(ctx, spec)
     counts = {n.name: 0 for n in nodes}
     for p in placed:
         counts[p[1]] = counts.get(p[1], 0) + 1

@@ -26,11 +26,13 @@ def containers(ctx: Ctx, spec: dict) -> tuple[Container, ...]:
             ctx.err(("spec", "containers", i, "image"), "is required")
         out.append(Container(c.get("name", ""), c.get("image", ""), tuple(c.get("command") or ()),
                              tuple(str(a) for a in (c.get("args") or ())), tuple(ports),
-                             readiness(ctx, c.get("readinessProbe"), ("spec", "containers", i, "readinessProbe"))))
+                             readiness(ctx, c.get("readinessProbe"), ("spec", "containers", i, "readinessProbe"),
+                                       frozenset(p.name for p in ports if p.name))))
     return tuple(out)
 
 
-def readiness(ctx: Ctx, rp: dict | None, path: tuple) -> ProbeSpec | None:
+def readiness(ctx: Ctx, rp: dict | None, path: tuple, names: frozenset = frozenset()) -> ProbeSpec | None:
+    """``names``: the container's named ports (a probe may name one)."""
     if rp is None:
         return None
     kinds = [k for k in ("httpGet", "tcpSocket") if rp.get(k) is not None]
@@ -44,6 +46,13 @@ def readiness(ctx: Ctx, rp: dict | None, path: tuple) -> ProbeSpec | None:
         return None
     if isinstance(port, int) and not 1 <= port <= 65535:
         ctx.err(path + (kind, "port"), f"must be 1-65535 or a port name, got {port!r}")
+        return None
+    if isinstance(port, str) and port.isdigit():
+        port = int(port)
+    if isinstance(port, str) and port not in names:
+        have = ", ".join(sorted(names)) or "none"
+        ctx.err(path + (kind, "port"), f"names no port of this container ({port!r}; named ports: {have}): "
+                "kubelet would fail the probe forever and the pod would never become Ready")
         return None
     nums = {}
     for fld, default, minimum in (("periodSeconds", 10, 1), ("timeoutSeconds", 1, 1), ("failureThreshold", 3, 1),

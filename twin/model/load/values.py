@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 
-from twin.model import schema
+from twin.model import limits, schema
 from twin.model.load.context import Ctx
 from twin.model.objects import L2Settings, Values
 from twin.model.yamlsrc import Document
@@ -18,9 +18,13 @@ def parse_duration(text: str) -> float:
     text = str(text).strip()
     if text == "0":
         return 0.0
-    if not DURATION.match(text):
-        raise ValueError(f"not a Go duration: {text!r} (examples: 15s, 200ms, 1m30s)")
-    return sum(float(n) * _UNIT[u] for n, u in DURATION_PART.findall(text))
+    if len(text) > 64 or not DURATION.match(text):
+        raise ValueError(f"not a Go duration: {text[:64]!r} (examples: 15s, 200ms, 1m30s)")
+    seconds = sum(float(n) * _UNIT[u] for n, u in DURATION_PART.findall(text))
+    if not seconds <= limits.MAX_DURATION_S:  # also catches inf from 400 digits
+        raise ValueError(f"duration {text!r} is longer than the limit of {limits.MAX_DURATION_S:g}s "
+                         "(one week, MAX_DURATION_S)")
+    return seconds
 
 
 VALUES_SCHEMA = {
@@ -48,11 +52,20 @@ def build_values(doc: Document | None, findings: list) -> Values:
     known = {k: v for k, v in data.items() if k in VALUES_SCHEMA}
     for path, msg in schema.check(known, VALUES_SCHEMA):
         ctx.err(path, msg)
+    def section(key: str) -> dict:
+        """A section of the values; one of the wrong type was reported above and reads as empty."""
+        sec = data.get(key)
+        return sec if isinstance(sec, dict) else {}
+
+    def flag(sec: dict, key: str, default: bool) -> bool:
+        val = sec.get(key, default)
+        return val if isinstance(val, bool) else default
+
     kpr = data.get("kubeProxyReplacement", True)
     kpr_on = kpr in (True, "true", "strict", "True")
     if kpr not in (True, False, "true", "false", "strict", "partial", "disabled", "True", "False"):
         ctx.err(("kubeProxyReplacement",), f"must be true or false, got {kpr!r}")
-    l2 = data.get("l2announcements") or {}
+    l2 = section("l2announcements")
     timings = {}
     for fld, attr, default in (("leaseDuration", "lease_duration_s", 15.0), ("leaseRenewDeadline", "renew_deadline_s", 5.0),
                                ("leaseRetryPeriod", "retry_period_s", 2.0)):
@@ -61,16 +74,20 @@ def build_values(doc: Document | None, findings: list) -> Values:
             timings[attr] = default
             continue
         try:
-            timings[attr] = parse_duration(str(raw))
+            timings[attr] = parse_duration(raw) if isinstance(raw, str) else default
         except ValueError as exc:
             ctx.err(("l2announcements", fld), str(exc))
             timings[attr] = default
+    lines = tuple(sorted((schema.fmt_path(p), ln) for p, ln in doc.lines.items()
+                         if ln is not None and all(isinstance(x, str) for x in p)))
     return Values(
         kube_proxy_replacement=kpr_on,
-        bandwidth_manager=bool((data.get("bandwidthManager") or {}).get("enabled", False)),
-        external_ips=bool((data.get("externalIPs") or {}).get("enabled", False)),
-        l2=L2Settings(bool(l2.get("enabled", False)), **timings),
-        socket_lb=bool((data.get("socketLB") or {}).get("enabled", kpr_on)),
-        terminate_pod_connections=bool((data.get("socketLB") or {}).get("terminatePodConnections", True)),
+        bandwidth_manager=flag(section("bandwidthManager"), "enabled", False),
+        external_ips=flag(section("externalIPs"), "enabled", False),
+        l2=L2Settings(flag(l2, "enabled", False), **timings),
+        socket_lb=flag(section("socketLB"), "enabled", kpr_on),
+        terminate_pod_connections=flag(section("socketLB"), "terminatePodConnections", True),
         allow_localhost=str(data.get("allowLocalhost", "auto")),
+        origin=ctx.origin,
+        lines=lines,
     )

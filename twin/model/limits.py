@@ -14,6 +14,8 @@ MAX_NESTING_DEPTH = 64
 MAX_ALIAS_EXPANSION = 10_000
 #: most YAML nodes in one file (after alias expansion)
 MAX_YAML_NODES = 1_000_000
+#: most Node objects (the default node addresses fill one /24)
+MAX_NODES = 150
 #: most replicas of one Deployment
 MAX_REPLICAS = 1_000
 #: most pods in a cluster (after Deployment expansion)
