@@ -168,6 +168,13 @@ class Scenario:
     settings: Settings = Settings()
 
 
+def _drop_nulls(data):
+    """An explicit ``null`` means the same as leaving the field out (as in Kubernetes)."""
+    if isinstance(data, dict):
+        return {k: _drop_nulls(v) for k, v in data.items() if v is not None}
+    return data
+
+
 def _count_ok(err, path: tuple, count) -> None:
     if not 1 <= count <= limits.MAX_REQUESTS:
         err(path, f"must be 1-{limits.MAX_REQUESTS} (limit MAX_REQUESTS), got {count}")
@@ -200,7 +207,7 @@ def parse_scenario(src: Source) -> Scenario:
     if errs:
         raise InputError(errs)
     settings = Settings()
-    s = data.get("settings") or {}
+    s = _drop_nulls(data.get("settings") or {})
     durations = {}
     for fld, default in (("probe_timeout", "1s"), ("policy_propagation", "500ms"), ("outage_tolerance", "250ms"),
                          ("request_timeout", "1s")):
@@ -218,6 +225,7 @@ def parse_scenario(src: Source) -> Scenario:
     steps = []
     names = set()
     for i, raw in enumerate(data["steps"]):
+        raw = _drop_nulls(raw)
         path = ("steps", i)
         keys = [k for k in raw if raw[k] is not None]
         if len(keys) != 1:
