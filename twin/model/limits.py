@@ -16,6 +16,8 @@ MAX_ALIAS_EXPANSION = 10_000
 MAX_YAML_NODES = 1_000_000
 #: most Node objects (the default node addresses fill one /24)
 MAX_NODES = 150
+#: most addresses in one block of a CiliumLoadBalancerIPPool (the twin enumerates them)
+MAX_POOL_ADDRESSES = 65_536
 #: most replicas of one Deployment
 MAX_REPLICAS = 1_000
 #: most pods in a cluster (after Deployment expansion)

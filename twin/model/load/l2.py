@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 import re
 
+from twin.model import limits
 from twin.model.load.context import Ctx
 from twin.model.load.selectors import parse_selector
 from twin.model.objects import IPBlock, L2AnnouncementPolicy, LBIPPool
@@ -42,12 +43,21 @@ def build_pool(ctx: Ctx, data: dict) -> LBIPPool | None:
                 if b.get("start") or b.get("stop"):
                     ctx.err(p, "a block has either cidr or start/stop")
                     continue
-                blocks.append(IPBlock(cidr=ipaddress.IPv4Network(b["cidr"])))
+                net = ipaddress.IPv4Network(b["cidr"])
+                if net.num_addresses > limits.MAX_POOL_ADDRESSES:
+                    ctx.err(p + ("cidr",), f"{net} holds {net.num_addresses} addresses, more than the limit of "
+                            f"{limits.MAX_POOL_ADDRESSES} per block (MAX_POOL_ADDRESSES)")
+                    continue
+                blocks.append(IPBlock(cidr=net))
             elif b.get("start"):
                 start = ipaddress.IPv4Address(b["start"])
                 stop = ipaddress.IPv4Address(b.get("stop") or b["start"])
                 if stop < start:
                     ctx.err(p + ("stop",), f"{stop} is before start {start}")
+                    continue
+                if int(stop) - int(start) + 1 > limits.MAX_POOL_ADDRESSES:
+                    ctx.err(p, f"{start}-{stop} holds more than the limit of {limits.MAX_POOL_ADDRESSES} addresses "
+                            "per block (MAX_POOL_ADDRESSES)")
                     continue
                 blocks.append(IPBlock(start=start, stop=stop))
             else:
