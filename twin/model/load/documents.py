@@ -27,6 +27,15 @@ def load_documents(sources: Iterable[Source]) -> tuple[list[Document], list[Find
     return docs, findings
 
 
+def drop_nulls(data):
+    """Mappings without their ``null`` values, recursively (list items are kept)."""
+    if isinstance(data, dict):
+        return {k: drop_nulls(v) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        return [drop_nulls(v) for v in data]
+    return data
+
+
 def collect(doc: Document, pending: Pending, findings: list) -> None:
     data = doc.data
     if not isinstance(data, dict):
@@ -79,6 +88,8 @@ def collect(doc: Document, pending: Pending, findings: list) -> None:
         ctx.err(("metadata", "name"), f"must be a DNS-1123 name, got {name!r}")
     if len(findings) > before:
         return
+    data = drop_nulls(data)  # as the API server does: an explicit null is a field left out
+    meta = data["metadata"]
     cluster_scoped = kind in ("Namespace", "Node", "CiliumL2AnnouncementPolicy", "CiliumLoadBalancerIPPool")
     if cluster_scoped and ns:
         ctx.warn(("metadata", "namespace"), f"{kind} is cluster-scoped; the namespace {ns!r} is ignored")
