@@ -72,3 +72,11 @@ def test_an_unreadable_file_is_named_as_permission_denied(tmp_path, monkeypatch)
 def test_a_missing_file_is_named_as_missing(tmp_path):
     o = run_cli(["validate", str(tmp_path / "nope.yaml")])
     assert o.code == 2 and "no such file or directory" in o.text
+
+
+def test_a_flat_file_with_more_nodes_than_the_limit_is_refused_before_it_is_composed(tmp_path):
+    many = tmp_path / "many.yaml"
+    many.write_text("a:\n" + "- 1\n" * (limits.MAX_YAML_NODES + 10))
+    o = run_cli(["validate", str(many)])
+    assert o.clean() and o.code == 2
+    assert "MAX_YAML_NODES" in o.text

@@ -12,8 +12,8 @@ MAX_NESTING_DEPTH = 64
 #: most YAML nodes reachable through aliases (``*name``) in one file; a
 #: "billion laughs" file has a few hundred bytes and expands without bound
 MAX_ALIAS_EXPANSION = 10_000
-#: most YAML nodes in one file (after alias expansion)
-MAX_YAML_NODES = 1_000_000
+#: most YAML nodes in one file (checked before it is composed, and again after alias expansion)
+MAX_YAML_NODES = 300_000
 #: most Node objects (the default node addresses fill one /24)
 MAX_NODES = 150
 #: most addresses in one block of a CiliumLoadBalancerIPPool (the twin enumerates them)

@@ -117,11 +117,25 @@ def _fmt(path: Path) -> str:
     return out
 
 
-def _nesting_ok(text: str, name: str) -> Finding | None:
-    """Measure nesting on the event stream (PyYAML's composer recurses per level,
-    so a deep document would otherwise end in RecursionError)."""
+#: libyaml's parser when PyYAML was built with it (about 10x faster), else PyYAML's own
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _shape_ok(text: str, name: str) -> Finding | None:
+    """Measure nesting and size on the event stream, before anything is built.
+
+    PyYAML's composer recurses per level (a deep document would end in
+    RecursionError) and holds every node in memory (a large flat one would
+    take gigabytes), so both limits are checked on the stream of events.
+    """
     depth = 0
-    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+    nodes = 0
+    for ev in yaml.parse(text, Loader=_LOADER):
+        if isinstance(ev, yaml.NodeEvent):
+            nodes += 1
+            if nodes > limits.MAX_YAML_NODES:
+                return error("<yaml>", "", f"more than {limits.MAX_YAML_NODES} YAML nodes (limit MAX_YAML_NODES)",
+                             name, ev.start_mark.line + 1)
         if isinstance(ev, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
             depth += 1
             if depth > limits.MAX_NESTING_DEPTH:
@@ -154,10 +168,10 @@ def parse_documents(source: Source) -> tuple[list[Document], list[Finding]]:
         return [], [error("<input>", "", f"{len(source.text)} characters is more than the limit of "
                           f"{limits.MAX_FILE_BYTES} bytes (MAX_FILE_BYTES)", source.name)]
     try:
-        deep = _nesting_ok(source.text, source.name)
-        if deep is not None:
-            return [], [deep]
-        nodes = list(yaml.compose_all(source.text, Loader=yaml.SafeLoader))
+        bad = _shape_ok(source.text, source.name)
+        if bad is not None:
+            return [], [bad]
+        nodes = list(yaml.compose_all(source.text, Loader=_LOADER))
     except yaml.YAMLError as exc:
         return [], [_yaml_error(exc, source.name, source.text)]
     except RecursionError:
