@@ -88,6 +88,9 @@ def build_pods(pending: Pending, nodes: list[Node]) -> list[Pod]:
             continue
         seen.add(key)
         ctrs = containers(ctx, spec)
+        if spec.get("hostNetwork") is True:
+            ctx.warn(("spec", "hostNetwork"), "host-network pods are not Cilium endpoints; the twin does not model "
+                     "them and treats this pod as a pod-network pod")
         labels = labels_of(meta.get("labels"))
         node = spec.get("nodeName")
         if node and node not in by_name:

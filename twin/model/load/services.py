@@ -8,6 +8,24 @@ from twin.model.load.placement import service_ip_for
 from twin.model.objects import Service, ServicePort, labels_of
 
 
+#: Service fields Kubernetes and Cilium act on that the twin accepts but does not model:
+#: (field, the value that changes behaviour, what Cilium would do)
+UNMODELLED = (
+    ("sessionAffinity", "ClientIP", "Cilium pins each client to one backend"),
+    ("internalTrafficPolicy", "Local", "Cilium sends pod traffic only to backends on the client's node"),
+    ("publishNotReadyAddresses", True, "not-ready pods stay backends"),
+)
+
+
+def _warn_unmodelled(ctx, spec: dict) -> None:
+    for fld, value, what in UNMODELLED:
+        if spec.get(fld) == value:
+            ctx.warn(("spec", fld), f"{value!r} is not modelled by the twin ({what}); the twin predicts as if it were unset")
+    if spec.get("loadBalancerSourceRanges"):
+        ctx.warn(("spec", "loadBalancerSourceRanges"), "is not modelled by the twin (Cilium drops other sources at "
+                 "the LoadBalancer IP); the twin predicts as if it were unset")
+
+
 def build_services(pending: Pending, cidr: ipaddress.IPv4Network) -> list[Service]:
     out, used, seen = [], set(), set()
     # honour requested clusterIPs first
@@ -86,6 +104,7 @@ def build_services(pending: Pending, cidr: ipaddress.IPv4Network) -> list[Servic
                 lbip = ipaddress.IPv4Address(spec["loadBalancerIP"])
             except ValueError:
                 ctx.err(("spec", "loadBalancerIP"), f"not an IPv4 address: {spec['loadBalancerIP']!r}")
+        _warn_unmodelled(ctx, spec)
         etp = spec.get("externalTrafficPolicy", "Cluster")
         if etp not in ("Cluster", "Local"):
             ctx.err(("spec", "externalTrafficPolicy"), f"must be Cluster or Local, got {etp!r}")
