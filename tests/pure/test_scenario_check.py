@@ -175,3 +175,8 @@ def test_named_ports_nobody_defines_are_warnings_at_their_line():
 
 def test_corpus_directory_exists_next_to_this_test():
     assert (Path(__file__).parent / "corpus" / "README.md").is_file()
+
+
+def test_pinging_a_service_is_an_error():
+    [f] = findings("  - probe: {name: p, from: default/netpod, to: svc:default/svc, kind: ping}\n")
+    assert f.field == "steps[0].probe.kind"

@@ -75,8 +75,8 @@ def check_scenario(scenario: Scenario, cluster: Cluster) -> list[Finding]:
             if service_key(p.dst) is not None:
                 if p.kind != "ping":
                     service_ref(step, "probe.to", p.dst, p.port, PROBE_KINDS.get(p.kind, "TCP"))
-                else:
-                    service_ref(step, "probe.to", p.dst, None, "TCP")
+                elif service_ref(step, "probe.to", p.dst, None, "TCP") is not None:
+                    err(step, "probe.kind", "a service IP does not answer ICMP echo with socket LB; probe a pod")
             elif p.dst != "external":
                 try:
                     ipaddress.IPv4Address(p.dst)
