@@ -64,6 +64,7 @@ class _Converter:
         self.nodes = 0
         self.expanded = 0
         self.seen: set[int] = set()
+        self.constructor = yaml.constructor.SafeConstructor()
 
     def convert(self, node: yaml.Node, path: Path, lines: dict, depth: int = 0, aliased: bool = False) -> Any:
         line = node.start_mark.line + 1
@@ -99,15 +100,12 @@ class _Converter:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [self.convert(v, path + (i,), lines, depth + 1, aliased) for i, v in enumerate(node.value)]
-        # Scalars: let SafeLoader resolve the tag (int, bool, null, str ...).
-        loader = yaml.SafeLoader("")
+        # Scalars: let SafeLoader's constructor resolve the tag (int, bool, null, str ...).
         try:
-            return loader.construct_object(node, deep=True)
+            return self.constructor.construct_object(node, deep=True)
         except (ValueError, TypeError, OverflowError) as exc:  # e.g. !!int abc, a 5000-digit integer
             raise yaml.constructor.ConstructorError(None, None, f"cannot read {node.value[:40]!r} as {node.tag}: {exc}",
                                                     node.start_mark) from None
-        finally:
-            loader.dispose()
 
 
 def _fmt(path: Path) -> str:
