@@ -43,6 +43,12 @@ ODD_SCALARS = st.sampled_from([
     "1e44h", "99999999999999999999999h", "é", "日本語", "\u202e", "\x00", "\ud7ff", "svc:", "svc:default/", "/", "a/b/c",
     "default/ghost", "svc:default/ghost", "0.0.0.0/0", "256.1.1.1", "NaN", "null", "~", "{", "*", "&a", "!!int x",
 ])
+# ...and values of the right type at the edges, which get past the schema checks
+EDGE_SCALARS = st.one_of(st.integers(-3, 3), st.integers(65530, 65540), st.text(max_size=12),
+                         st.sampled_from(["TCP", "UDP", "SCTP", "ICMP", "ANY", "tcp", "In", "Exists", "http", "udp",
+                                          "ping", "0s", "1ms", "10m", "svc:default/svc", "default/webpod1",
+                                          "kubernetes.io/hostname", "10.10.0.1", "172.16.1.0/24", "Local"]))
+ODD_SCALARS = st.one_of(ODD_SCALARS, EDGE_SCALARS)
 ODD_VALUES = st.recursive(ODD_SCALARS, lambda inner: st.one_of(
     st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=5), inner, max_size=3)), max_leaves=6)
 KEYS = st.one_of(st.sampled_from(["metadata", "spec", "name", "ports", "port", "matchExpressions", "key", "count",
