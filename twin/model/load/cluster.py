@@ -2,6 +2,7 @@
 parse the policies of a scenario ``apply`` step."""
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterable
 
 from twin.model import topology
@@ -15,7 +16,7 @@ from twin.model.load.placement import build_pods
 from twin.model.load.policies import build_policy
 from twin.model.load.services import build_services
 from twin.model.load.values import build_values
-from twin.model.objects import Cluster, NetworkPolicy
+from twin.model.objects import Cluster, NetworkPolicy, Origin
 from twin.model.yamlsrc import Source, parse_documents
 
 
@@ -33,6 +34,8 @@ def build_cluster(manifests: Iterable[Source], values: Source | None = None, str
     for doc in docs:
         collect(doc, pending, findings)
     vals = build_values(vdoc, findings)
+    if vdoc is None and values is not None:  # an empty values file: defaults, but findings still name it
+        vals = replace(vals, origin=Origin(values.name, None))
     nodes = build_nodes(pending)
     namespaces = ["default", "kube-system"]
     for rec in pending.namespaces:
