@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from twin.model import limits
-from twin.model.build import build_cluster, parse_policy_source
+from twin.model.load import build_cluster, parse_policy_source
 from twin.model.findings import Finding, InputError, error
 from twin.model.objects import Cluster
 from twin.model.run import RunInputs
