@@ -71,14 +71,20 @@ def test_invalid_lease_timings_are_rewritten_like_cilium(ld, rd, rp, want):
 def test_invalid_lease_timings_in_values_produce_one_warning_per_rewrite():
     values = "l2announcements:\n  enabled: true\n  leaseDuration: 500ms\n  leaseRenewDeadline: 2s\n  leaseRetryPeriod: 1s\n"
     v = view("", values=values)
-    w = warnings_of(v.all_findings(), "values", "l2announcements")
+    w = [f for f in warnings_of(v.all_findings(), "values") if f.field.startswith("l2announcements")]
     assert len(w) == 3
     assert any("below 1s" in f.message for f in w)
+    # each warning names the values file and the line of the timing it is about
+    by_field = {f.field: f for f in w}
+    assert by_field["l2announcements.leaseDuration"].line == 3
+    assert by_field["l2announcements.leaseRenewDeadline"].line == 4
+    assert all(f.file == "values.yaml" and "<input>" not in f.render() for f in w)
 
 
 def test_lease_timings_are_not_reported_when_l2_is_disabled():
     values = "l2announcements:\n  enabled: false\n  leaseDuration: 500ms\n"
-    assert warnings_of(view("", values=values).all_findings(), "values", "l2announcements") == []
+    assert [f for f in warnings_of(view("", values=values).all_findings(), "values")
+            if f.field.startswith("l2announcements")] == []
 
 
 POOLS = text("""

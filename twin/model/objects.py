@@ -266,6 +266,19 @@ class Values:
     #: destroy connected UDP sockets to removed backends (socketLB.terminatePodConnections)
     terminate_pod_connections: bool = True
     allow_localhost: str = "auto"
+    #: the values file (empty when there is none)
+    origin: Origin = Origin()
+    #: (field path, line) for each key of the values file, e.g. ("l2announcements.leaseDuration", 7)
+    lines: tuple[tuple[str, int], ...] = ()
+
+    def line(self, path: str) -> int | None:
+        """Line of a field (or of its nearest enclosing section) in the values file."""
+        found = dict(self.lines)
+        while path:
+            if path in found:
+                return found[path]
+            path = path.rpartition(".")[0]
+        return self.origin.line
 
 
 @dataclass(frozen=True)

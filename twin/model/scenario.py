@@ -29,7 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from twin.model.build import parse_duration
+from twin.model.load.values import parse_duration
+from twin.model import limits
 from twin.model.findings import Finding, InputError, error
 from twin.model.schema import check, fmt_path
 from twin.model.yamlsrc import Source, parse_documents
@@ -167,6 +168,23 @@ class Scenario:
     settings: Settings = Settings()
 
 
+def _drop_nulls(data):
+    """An explicit ``null`` means the same as leaving the field out (as in Kubernetes)."""
+    if isinstance(data, dict):
+        return {k: _drop_nulls(v) for k, v in data.items() if v is not None}
+    return data
+
+
+def _count_ok(err, path: tuple, count) -> None:
+    if not 1 <= count <= limits.MAX_REQUESTS:
+        err(path, f"must be 1-{limits.MAX_REQUESTS} (limit MAX_REQUESTS), got {count}")
+
+
+def _port_ok(err, path: tuple, port) -> None:
+    if not 1 <= port <= 65535:
+        err(path, f"must be 1-65535, got {port}")
+
+
 def parse_scenario(src: Source) -> Scenario:
     docs, findings = parse_documents(src)
     if findings:
@@ -189,16 +207,25 @@ def parse_scenario(src: Source) -> Scenario:
     if errs:
         raise InputError(errs)
     settings = Settings()
-    s = data.get("settings") or {}
-    try:
-        settings = Settings(parse_duration(s.get("probe_timeout", "1s")), parse_duration(s.get("policy_propagation", "500ms")),
-                            parse_duration(s.get("outage_tolerance", "250ms")), float(s.get("chi2_alpha", 0.01)),
-                            parse_duration(s.get("request_timeout", "1s")))
-    except ValueError as exc:
-        err(("settings",), str(exc))
+    s = _drop_nulls(data.get("settings") or {})
+    durations = {}
+    for fld, default in (("probe_timeout", "1s"), ("policy_propagation", "500ms"), ("outage_tolerance", "250ms"),
+                         ("request_timeout", "1s")):
+        try:
+            durations[fld] = parse_duration(s.get(fld, default))
+        except ValueError as exc:
+            err(("settings", fld), str(exc))
+            durations[fld] = parse_duration(default)
+    alpha = s.get("chi2_alpha", 0.01)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        err(("settings", "chi2_alpha"), f"must be a number between 0 and 1 (exclusive), got {alpha!r}")
+        alpha = 0.01
+    settings = Settings(durations["probe_timeout"], durations["policy_propagation"], durations["outage_tolerance"],
+                        float(alpha), durations["request_timeout"])
     steps = []
     names = set()
     for i, raw in enumerate(data["steps"]):
+        raw = _drop_nulls(raw)
         path = ("steps", i)
         keys = [k for k in raw if raw[k] is not None]
         if len(keys) != 1:
@@ -221,6 +248,7 @@ def parse_scenario(src: Source) -> Scenario:
             port = p.get("port", 0 if pkind == "ping" else 80)
             if pkind != "ping" and not 1 <= port <= 65535:
                 err(pp + ("port",), f"must be 1-65535, got {port}")
+            _count_ok(err, pp + ("count",), p.get("count", 1))
             if p.get("name") in names:
                 err(pp + ("name",), f"duplicate probe name {p.get('name')!r}")
             names.add(p.get("name"))
@@ -250,10 +278,18 @@ def parse_scenario(src: Source) -> Scenario:
             except ValueError as exc:
                 err(tp, str(exc))
                 continue
-            if kind == "requests" and not t.get("count"):
+            if kind == "requests" and t.get("count") is None:
                 err(tp + ("count",), "is required (how many requests)")
+            elif kind == "requests":
+                _count_ok(err, tp + ("count",), t["count"])
             if kind == "loop" and not duration:
                 err(tp + ("duration",), "is required (how long the loop runs)")
+            if kind == "loop" and duration and not interval > 0:
+                err(tp + ("interval",), "must be more than 0 in a loop")
+            elif kind == "loop" and duration / interval > limits.MAX_REQUESTS:
+                err(tp, f"{duration:g}s every {interval:g}s is more than {limits.MAX_REQUESTS} requests "
+                    "(limit MAX_REQUESTS)")
+            _port_ok(err, tp + ("port",), t.get("port", 80))
             src_ = str(t.get("from", ""))
             steps.append(Step(i, kind, traffic=Traffic(
                 str(t.get("name")), src_ if "/" in src_ else f"default/{src_}", str(t.get("to")), t.get("port", 80),
@@ -264,6 +300,7 @@ def parse_scenario(src: Source) -> Scenario:
             for req in ("name", "from", "to", "backend"):
                 if not h.get(req):
                     err(path + ("hold", req), "is required")
+            _port_ok(err, path + ("hold", "port"), h.get("port", 80))
             names.add(h.get("name"))
             src_ = str(h.get("from", ""))
             steps.append(Step(i, "hold", hold=Hold(str(h.get("name")), src_ if "/" in src_ else f"default/{src_}",
@@ -276,10 +313,17 @@ def parse_scenario(src: Source) -> Scenario:
         elif kind == "await":
             steps.append(Step(i, "await", name=str(raw["await"].get("loop")), line=line))
         elif kind in ("kill", "restart"):
+            if not raw[kind].get("pod"):
+                err(path + (kind, "pod"), "is required")
+                continue
             pod = str(raw[kind].get("pod", ""))
             steps.append(Step(i, kind, pod=pod if "/" in pod else f"default/{pod}", line=line))
         elif kind == "syscalls":
             sc = raw["syscalls"]
+            for req in ("name", "from", "to"):
+                if not sc.get(req):
+                    err(path + ("syscalls", req), "is required")
+            _port_ok(err, path + ("syscalls", "port"), sc.get("port", 80))
             src_ = str(sc.get("from", ""))
             names.add(sc.get("name"))
             steps.append(Step(i, "syscalls", name=str(sc.get("name")), traffic=Traffic(

@@ -36,9 +36,17 @@ CONTAINER = {
     "workingDir": "str", "stdin": "bool", "tty": "bool", "lifecycle": "any",
     "terminationMessagePath": "str", "terminationMessagePolicy": "str",
 }
+AFFINITY_TERM = {"labelSelector": SELECTOR, "topologyKey": "str", "namespaces": ["str"],
+                 "namespaceSelector": SELECTOR, "matchLabelKeys": ["str"], "mismatchLabelKeys": ["str"]}
+AFFINITY = {
+    "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [AFFINITY_TERM],
+                        "preferredDuringSchedulingIgnoredDuringExecution": "any"},
+    "podAffinity": "any", "nodeAffinity": "any",
+}
+TOLERATION = {"key": "str", "operator": "str", "value": "str", "effect": "str", "tolerationSeconds": "int"}
 POD_SPEC = {
     "nodeName": "str", "containers": [CONTAINER], "initContainers": [CONTAINER],
-    "terminationGracePeriodSeconds": "int", "affinity": "any", "tolerations": "any",
+    "terminationGracePeriodSeconds": "int", "affinity": AFFINITY, "tolerations": [TOLERATION],
     "nodeSelector": "strmap", "serviceAccountName": "str", "serviceAccount": "str",
     "restartPolicy": "str", "hostNetwork": "bool", "volumes": "any", "securityContext": "any",
     "dnsPolicy": "str", "schedulerName": "str", "priority": "any", "priorityClassName": "str",

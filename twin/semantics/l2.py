@@ -87,5 +87,12 @@ def effective_lease_timings(l2: L2Settings) -> tuple[L2Settings, list[str]]:
 
 
 def lease_findings(cluster: Cluster) -> list[Finding]:
+    """One warning per rewritten timing, naming the values file and the field's line."""
+    if not cluster.values.l2.enabled:
+        return []
     _, notes = effective_lease_timings(cluster.values.l2)
-    return [warning("values", "l2announcements", n) for n in notes] if cluster.values.l2.enabled else []
+    out = []
+    for n in notes:
+        fld = f"l2announcements.{n.split()[0]}"
+        out.append(warning("values", fld, n, cluster.values.origin.file, cluster.values.line(fld)))
+    return out

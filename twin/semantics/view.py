@@ -94,7 +94,8 @@ class ClusterView:
                                    l2p.origin.file, l2p.origin.line))
         if c.l2_policies and not c.values.l2.enabled:
             out.append(warning("values", "l2announcements.enabled",
-                               "CiliumL2AnnouncementPolicy objects exist but L2 announcements are disabled: nothing is announced"))
+                               "CiliumL2AnnouncementPolicy objects exist but L2 announcements are disabled: nothing is announced",
+                               c.values.origin.file, c.values.line("l2announcements.enabled")))
         return tuple(out)
 
     def all_findings(self) -> tuple[Finding, ...]:
