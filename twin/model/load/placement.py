@@ -74,6 +74,8 @@ def build_pods(pending: Pending, nodes: list[Node]) -> list[Pod]:
     by_name = {n.name: n for n in nodes}
     placed: list = []  # (ns, node, labels)
     next_host = {n.name: topology.FIRST_POD_HOST for n in nodes}
+    # a full node CIDR is one finding per (document, node), not one per pod
+    exhausted: dict[tuple, list] = {}
     used: set = set()
     pods = []
     seen = set()
@@ -116,7 +118,8 @@ def build_pods(pending: Pending, nodes: list[Node]) -> list[Pod]:
             cand = cidr.network_address + next_host[node]
             next_host[node] += 1
             if cand not in cidr or cand == cidr.broadcast_address:
-                ctx.err(("spec", "nodeName"), f"node {node} has no free address left in {cidr}")
+                next_host[node] -= 1  # stays exhausted: later pods fail here at once
+                exhausted.setdefault((id(ctx.doc), node), [ctx, 0, cidr, node])[1] += 1
                 break
             if cand not in used:
                 ip = cand
@@ -126,6 +129,9 @@ def build_pods(pending: Pending, nodes: list[Node]) -> list[Pod]:
         sa = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
         results[i] = Pod(ns, meta["name"], labels, node, ip, ctrs,
                          labels_of(meta.get("annotations")), sa, owner, ctx.origin)
+    for ctx, count, cidr, node in exhausted.values():
+        ctx.err(("spec", "nodeName"), f"node {node} has no free address left in its pod CIDR {cidr}: "
+                f"{count} pod(s) of this object get no IP (as pods stay in ContainerCreating on a full node)")
     pods = [results[i] for i in sorted(results)]
     return pods
 
