@@ -25,7 +25,7 @@ from datapath.maps import conntrack, endpoints, ipcache, policy
 from datapath.maps.conntrack import CtKey, CtValue
 from datapath.maps.events import EventReader, FlowRecord
 from datapath.maps.policy import PolicyKey, PolicyValue
-from datapath.reconcile import BccMap, CachedMap, ReconcileResult, reconcile
+from datapath.reconcile import CachedMaps, ReconcileResult, reconcile
 
 __all__ = ["EndpointSpec", "NodeDatapath"]
 
@@ -39,7 +39,7 @@ class EndpointSpec:
     ip: ipaddress.IPv4Address
 
 
-class NodeDatapath(KernelOwner):
+class NodeDatapath(CachedMaps, KernelOwner):
     """Load, attach, program and tear down the datapath of one node netns."""
 
     def __init__(self, netns: NetnsRef, *, extra_cflags: Sequence[str] = ()) -> None:
@@ -49,7 +49,7 @@ class NodeDatapath(KernelOwner):
         self._attacher: TcAttacher | None = None
         self._events: EventReader | None = None
         self._attachments: dict[str, LxcAttachment] = {}
-        self._cached: dict[str, CachedMap] = {}
+        self._cached = {}  # map name -> CachedMap (see CachedMaps)
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -124,27 +124,6 @@ class NodeDatapath(KernelOwner):
         return {n: a.ifindex for n, a in self._attachments.items()}
 
     # -- maps ------------------------------------------------------------------
-
-    def _map(self, codec: object) -> BccMap:
-        return BccMap(self.program.table(codec.map_name), codec)  # type: ignore[attr-defined]
-
-    def _cached_map(self, codec: object) -> CachedMap:
-        """A map only the agent writes, as it last wrote it (read from the kernel once):
-        a reconcile diffs against memory and writes only what changed."""
-        name = codec.map_name  # type: ignore[attr-defined]
-        if name not in self._cached:
-            self._cached[name] = CachedMap(self._map(codec))
-        return self._cached[name]
-
-    def resync(self) -> None:
-        """Reload the cached view of the endpoints, ipcache and policy maps from the kernel."""
-        for m in self._cached.values():
-            m.resync()
-
-    @property
-    def map_writes(self) -> int:
-        """Updates and deletes made to the endpoints, ipcache and policy maps so far."""
-        return sum(m.writes for m in self._cached.values())
 
     def set_endpoints(self, specs: Iterable[EndpointSpec]) -> ReconcileResult:
         """Make the endpoints map hold exactly ``specs`` (ifnames resolved here)."""

@@ -284,3 +284,34 @@ def _stable_keys(keys: list[K]) -> list[K]:
         return sorted(keys)  # type: ignore[type-var]
     except TypeError:
         return keys
+
+
+class CachedMaps:
+    """Mixin for an owner of BPF maps that only it writes (a node's datapath, its
+    socket LB): each map is kept as it was last written, read from the kernel once,
+    so a reconcile diffs against memory and writes only what changed.
+
+    The owner provides ``program`` (a compiled object with ``table(name)``) and
+    sets ``self._cached = {}`` when it opens.
+    """
+
+    _cached: "dict[str, CachedMap]"
+
+    def _map(self, codec: object) -> BccMap:
+        return BccMap(self.program.table(codec.map_name), codec)  # type: ignore[attr-defined]
+
+    def _cached_map(self, codec: object) -> CachedMap:
+        name = codec.map_name  # type: ignore[attr-defined]
+        if name not in self._cached:
+            self._cached[name] = CachedMap(self._map(codec))
+        return self._cached[name]
+
+    def resync(self) -> None:
+        """Reload the cached view of this owner's maps from the kernel."""
+        for m in self._cached.values():
+            m.resync()
+
+    @property
+    def map_writes(self) -> int:
+        """Updates and deletes made to this owner's cached maps so far."""
+        return sum(m.writes for m in self._cached.values())

@@ -45,7 +45,7 @@ from datapath.maps.lb_backends import BackendValue
 from datapath.maps.lb_revnat import RevNatValue
 from datapath.maps.lb_services import ServiceKey, ServiceValue
 from datapath.maps.sock_revnat import SockRevNatKey, SockRevNatValue
-from datapath.reconcile import BccMap, CachedMap, ReconcileResult, apply_lb_delta, reconcile, reconcile_lb
+from datapath.reconcile import CachedMaps, ReconcileResult, apply_lb_delta, reconcile, reconcile_lb
 from datapath.sockdiag import destroy_udp_sockets_to
 
 __all__ = ["NodeSocketLB", "LBEntries"]
@@ -60,7 +60,7 @@ class LBEntries:
     revnat: Mapping[int, RevNatValue]
 
 
-class NodeSocketLB(KernelOwner):
+class NodeSocketLB(CachedMaps, KernelOwner):
     """Load, attach (to cgroups), program and tear down one node's socket LB."""
 
     def __init__(self, *, extra_cflags: Sequence[str] = ()) -> None:
@@ -73,7 +73,7 @@ class NodeSocketLB(KernelOwner):
         self._owner_of: dict[AddrKey, str] = {}  # frontend -> its service key
         self._dirty = False  # a write failed: the kernel may differ from the compiler
         self.last_frontends_compiled = 0
-        self._cached: dict[str, CachedMap] = {}
+        self._cached = {}  # map name -> CachedMap (see CachedMaps)
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -126,9 +126,6 @@ class NodeSocketLB(KernelOwner):
         return list(self._attachments)
 
     # -- services --------------------------------------------------------------
-
-    def _map(self, codec: object) -> BccMap:
-        return BccMap(self.program.table(codec.map_name), codec)  # type: ignore[attr-defined]
 
     def compile(self, table: LBTable) -> LBMaps:
         """Desired map contents for ``table`` with this node's current ids (no kernel)."""
@@ -213,23 +210,6 @@ class NodeSocketLB(KernelOwner):
                     del self._by_service[prev]
             self._owner_of[key] = front.source.service
             self._by_service.setdefault(front.source.service, set()).add(key)
-
-    @property
-    def map_writes(self) -> int:
-        """Updates and deletes this LB has made to its three LB maps so far."""
-        return sum(m.writes for m in self._cached.values())
-
-    def _cached_map(self, codec: object) -> CachedMap:
-        """This node's LB maps as the agent last wrote them (loaded from the kernel once)."""
-        name = codec.map_name  # type: ignore[attr-defined]
-        if name not in self._cached:
-            self._cached[name] = CachedMap(self._map(codec))
-        return self._cached[name]
-
-    def resync(self) -> None:
-        """Reload the cached view of the LB maps from the kernel."""
-        for m in self._cached.values():
-            m.resync()
 
     @property
     def ids(self) -> LBIds:
