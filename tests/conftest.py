@@ -30,6 +30,10 @@ _LINES = pytest.StashKey[list]()
 
 
 def pytest_configure(config):
+    try:
+        int(os.environ["HYPOTHESIS_SEED"])
+    except ValueError:
+        raise pytest.UsageError(f"HYPOTHESIS_SEED={os.environ['HYPOTHESIS_SEED']!r}: must be an integer") from None
     config.stash[_LINES] = []
 
 

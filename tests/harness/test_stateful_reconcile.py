@@ -44,7 +44,7 @@ _reason = real_unavailable_reason()
 if _reason:
     pytest.skip(f"real datapath unavailable: {_reason}", allow_module_level=True)
 
-EXAMPLES, STEPS = 10, 10  # x10 examples with SOAK=1
+EXAMPLES, STEPS = 20, 10  # x10 examples with SOAK=1
 NODES = {"p0": "k8s-s", "p1": "k8s-w1", "p2": "k8s-w2", "p3": "k8s-w1", "p4": "k8s-w2", "p5": "k8s-s"}
 PODS = list(NODES)
 HTTP_PORT = {"p0": 80, "p1": 8080, "p2": 80, "p4": 8080}  # container port named "http"
