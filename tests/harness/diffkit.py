@@ -25,6 +25,7 @@ import concurrent.futures
 import json
 import os
 import select
+import subprocess
 import sys
 import threading
 import time
@@ -117,7 +118,6 @@ class Probers:
         for pod in pods:
             self.locks[pod] = threading.Lock()
             if self.persistent:
-                import subprocess
                 self.procs[pod] = topo.popen(pod, [sys.executable, "-u", "-c", _LOOP, code],
                                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                              stderr=subprocess.DEVNULL, text=True)

@@ -42,7 +42,7 @@ if _reason:
     pytest.skip(f"real datapath unavailable: {_reason}", allow_module_level=True)
 
 LANES = 8
-ROUNDS = 75  # x LANES = 600 cases per CI run (x10 with SOAK=1)
+ROUNDS = 100  # x LANES = 800 cases per CI run (x10 with SOAK=1)
 # (name, generated namespace, node, container ports): 6 slots over 3 nodes and 2 namespaces;
 # every pod runs the echo app (TCP 80/8080, UDP 53/5353); the named ports give CNPs' "http"/"dns" a meaning
 SLOTS = [("p0", "default", "k8s-s", [{"containerPort": 80, "name": "http"}]),

@@ -47,9 +47,12 @@ if _reason:
 EXAMPLES, STEPS = 20, 10  # x10 examples with SOAK=1
 NODES = {"p0": "k8s-s", "p1": "k8s-w1", "p2": "k8s-w2", "p3": "k8s-w1", "p4": "k8s-w2", "p5": "k8s-s"}
 PODS = list(NODES)
-HTTP_PORT = {"p0": 80, "p1": 8080, "p2": 80, "p4": 8080}  # container port named "http"
+# container ports named "http" (TCP) and "dns" (UDP), so named ports in policies and Services resolve per pod
+NAMED = {"p0": {"http": 80}, "p1": {"http": 8080}, "p2": {"http": 80, "dns": 53}, "p3": {"dns": 53},
+         "p4": {"http": 8080}, "p5": {}}
 PORTS = [("tcp", 80), ("tcp", 8080), ("udp", 53)]
-SERVICE_PORTS = [(80, 80, "TCP"), (81, 8080, "TCP"), (82, "http", "TCP"), (53, 53, "UDP"), (5353, 5353, "UDP")]
+SERVICE_PORTS = [(80, 80, "TCP"), (81, 8080, "TCP"), (82, "http", "TCP"), (53, 53, "UDP"), (5353, 5353, "UDP"),
+                 (54, "dns", "UDP")]
 CLIENT = "default/p0"
 TIMEOUT = 0.5
 
@@ -72,7 +75,8 @@ service_specs = st.fixed_dictionaries({
 def manifests(labels: dict, services: dict, policies: dict) -> list[Source]:
     docs = []
     for name, node in NODES.items():
-        ports = [{"containerPort": HTTP_PORT[name], "name": "http"}] if name in HTTP_PORT else []
+        ports = [{"containerPort": port, "name": pname, **({"protocol": "UDP"} if pname == "dns" else {})}
+                 for pname, port in NAMED[name].items()]
         lab = {"role": "client"} if name == "p0" else dict(labels[name])
         docs.append({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": lab},
                      "spec": {"nodeName": node, "containers": [{"name": "c", "image": "twin/echo",
@@ -243,7 +247,7 @@ class ReconcileMachine(RuleBasedStateMachine):
                         fv = view.flows.evaluate(view.flows.query(src, dst.ip, Protocol[proto.upper()], port))
                         want[(src.key, str(dst.ip), proto, port)] = (fv.verdict.value, fv.explanation)
         got_rows = diffkit.results(running)
-        lines = []
+        lines, flows = [], set()
         for src, rows in got_rows.items():
             for r in rows[:len(cluster.pods) * len(PORTS) - len(PORTS)]:
                 k = (src, r["ip"], r["proto"], r["port"])
@@ -251,6 +255,7 @@ class ReconcileMachine(RuleBasedStateMachine):
                 self.stats.probes += 1
                 self.stats.drops += v == "DROPPED"
                 if v != want[k][0]:
+                    flows.add((str(cluster.pod(src).ip), r["ip"], int(Protocol[r["proto"].upper()]), r["port"]))
                     lines.append(f"  probe {src} -> {r['ip']} {r['proto']}/{r['port']}: twin={want[k][0]} real={v} — {want[k][1]}")
         client = cluster.pod(CLIENT)
         for fe, kind, start, n in fronts:
@@ -269,14 +274,15 @@ class ReconcileMachine(RuleBasedStateMachine):
             unreachable = all("EHOSTUNREACH" in (r.get("detail") or "") or "No route to host" in (r.get("detail") or "")
                               for r in rows)
             if answered != ok or (not fe.active and not unreachable):
+                flows |= {(str(client.ip), str(b.ip), int(fe.protocol), b.port) for b in fe.backends}
                 lines.append(f"  {n} connections {CLIENT} -> {fe.service} {fe.frontend_ip}:{fe.port}/{kind}: "
                              f"twin answers from {sorted(ok)} (no active backend: {not fe.active}), real from "
                              f"{sorted(answered)} (all EHOSTUNREACH: {unreachable}); backends "
                              f"{[(b.pod, b.state) for b in fe.backends]}")
         if lines:
             evs = diffkit.events_by_flow(self.real)
-            lines.append("  BPF events of the client's flows:")
-            lines += [f"    {k}: {v}" for k, v in sorted(evs.items(), key=str) if k and k[0] == str(client.ip)][:40]
+            lines.append("  BPF events of those flows (src ip, dst ip, protocol, port):")
+            lines += [f"    {k}: {evs.get(k, ['no BPF event'])}" for k in sorted(flows)][:40]
             self.fail("real verdicts differ from the twin's", lines)
 
 
