@@ -9,7 +9,7 @@ identities are shared and rules overlap often.
   labels from ``LABEL_KEYS`` x ``LABEL_VALUES`` in 1-2 namespaces on the 3
   seed nodes, and 1-4 CiliumNetworkPolicies with random selectors, L3/L4
   rules, ports, endPort, protocol and deny sections (L7 rules on some TCP
-  allows).
+  allows; ``l7=False`` leaves L7 out, for datapaths without a proxy).
 * :func:`peer_rules` - one ingress/egress rule (allow or deny).
 * :func:`to_yaml` - a cluster as one multi-document YAML text.
 """
@@ -119,8 +119,8 @@ def port_entries(draw, l7: bool = False) -> dict:
 
 
 @st.composite
-def port_rules(draw, deny: bool) -> dict:
-    l7 = not deny and draw(st.integers(0, 3)) == 0
+def port_rules(draw, deny: bool, l7_ok: bool = True) -> dict:
+    l7 = l7_ok and not deny and draw(st.integers(0, 3)) == 0
     pr: dict = {"ports": draw(st.lists(port_entries(l7=l7), min_size=1, max_size=2))}
     if l7:
         http = []
@@ -137,7 +137,8 @@ def port_rules(draw, deny: bool) -> dict:
 
 
 @st.composite
-def peer_rules(draw, direction: str = "ingress", deny: bool = False, namespaces=NAMESPACES) -> dict:
+def peer_rules(draw, direction: str = "ingress", deny: bool = False, namespaces=NAMESPACES,
+               l7: bool = True) -> dict:
     """One entry of ingress/egress/ingressDeny/egressDeny."""
     peer_key, ent_key = ("fromEndpoints", "fromEntities") if direction == "ingress" else ("toEndpoints", "toEntities")
     shape = draw(st.sampled_from(("endpoints", "endpoints", "endpoints", "entities", "both", "l4only", "empty")))
@@ -147,7 +148,7 @@ def peer_rules(draw, direction: str = "ingress", deny: bool = False, namespaces=
     if shape in ("entities", "both"):
         rule[ent_key] = draw(st.lists(st.sampled_from(ENTITIES), min_size=1, max_size=2, unique=True))
     if shape == "l4only" or (shape != "empty" and draw(st.booleans())):
-        rule["toPorts"] = draw(st.lists(port_rules(deny), min_size=1, max_size=2))
+        rule["toPorts"] = draw(st.lists(port_rules(deny, l7), min_size=1, max_size=2))
     return rule
 
 
@@ -156,25 +157,25 @@ SECTIONS = (("ingress", "ingress", False), ("ingressDeny", "ingress", True),
 
 
 @st.composite
-def policy_specs(draw, namespaces=NAMESPACES) -> dict:
+def policy_specs(draw, namespaces=NAMESPACES, l7: bool = True) -> dict:
     spec: dict = {"endpointSelector": draw(selectors(namespaces, namespace_label=draw(st.integers(0, 5)) == 0))}
     present = draw(st.lists(st.sampled_from([s[0] for s in SECTIONS]), min_size=1, max_size=3, unique=True))
     for name, direction, deny in SECTIONS:
         if name in present:
-            spec[name] = draw(st.lists(peer_rules(direction, deny, namespaces), min_size=1, max_size=2))
+            spec[name] = draw(st.lists(peer_rules(direction, deny, namespaces, l7), min_size=1, max_size=2))
     return spec
 
 
 @st.composite
-def policies(draw, namespaces=NAMESPACES, min_size=1, max_size=4) -> list[dict]:
+def policies(draw, namespaces=NAMESPACES, min_size=1, max_size=4, l7: bool = True) -> list[dict]:
     out = []
     for i in range(draw(st.integers(min_size, max_size))):
         d = {"apiVersion": "cilium.io/v2", "kind": "CiliumNetworkPolicy",
              "metadata": {"name": f"pol{i}", "namespace": draw(st.sampled_from(namespaces))}}
         if draw(st.integers(0, 4)) == 0:
-            d["specs"] = draw(st.lists(policy_specs(namespaces), min_size=1, max_size=2))
+            d["specs"] = draw(st.lists(policy_specs(namespaces, l7), min_size=1, max_size=2))
         else:
-            d["spec"] = draw(policy_specs(namespaces))
+            d["spec"] = draw(policy_specs(namespaces, l7))
         out.append(d)
     return out
 
