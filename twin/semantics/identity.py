@@ -127,8 +127,28 @@ class Identities:
             out[ipaddress.IPv4Network(f"{p.ip}/32")] = self.of_pod[p.key]
         return out
 
+    @cached_property
+    def _pod_by_ip(self) -> dict[ipaddress.IPv4Address, int]:
+        return {p.ip: self.of_pod[p.key] for p in self.cluster.pods}
+
+    @cached_property
+    def _node_by_ip(self) -> dict[ipaddress.IPv4Address, str]:
+        out: dict[ipaddress.IPv4Address, str] = {}
+        for n in self.cluster.nodes:
+            out[ipaddress.IPv4Address(n.ip)] = n.name
+            out[ipaddress.IPv4Address(topology.router_ip(n.pod_cidr))] = n.name
+        return out
+
     def identity_of_ip(self, ip: ipaddress.IPv4Address, node_name: str) -> int:
-        return self.ipcache(node_name).get(ipaddress.IPv4Network(f"{ip}/32"), int(ReservedIdentity.WORLD))
+        """What ``ipcache(node_name)`` says of ``ip`` (``world`` when it says nothing),
+        without building the whole ipcache: pods first, as their entries are written last."""
+        ip = ipaddress.IPv4Address(ip)
+        if ip in self._pod_by_ip:
+            return self._pod_by_ip[ip]
+        owner = self._node_by_ip.get(ip)
+        if owner is not None:
+            return int(ReservedIdentity.HOST if owner == node_name else ReservedIdentity.REMOTE_NODE)
+        return int(ReservedIdentity.WORLD)
 
     def labels_of(self, identity: int) -> dict:
         info = self.infos.get(identity)
