@@ -11,14 +11,11 @@ def render(result: dict) -> str:
     for name, reason in (result.get("degraded") or {}).items():
         lines.append(f"  {name}: skipped, the demo runs without it: {reason}")
     for name, obs in result["observations"].items():
-        if obs.get("skipped"):
-            lines.append(f"  {name}: skipped: {obs['skipped']}")
-            continue
         flows = obs["flows"]
         fwd = sum(1 for f in flows if f["verdict"] == "FORWARDED")
         if flows or not obs.get("traffic"):
             lines.append(f"  {name}: {len(flows)} flow records, {fwd} forwarded, {len(flows) - fwd} dropped")
-    shown = next((o["flows"] for o in result["observations"].values() if not o.get("skipped")), [])
+    shown = next((o["flows"] for o in result["observations"].values()), [])
     for f in shown:
         extra = f" HTTP {f['http_status']}" if f.get("http_status") else ""
         reason = f" ({f['drop_reason']})" if f.get("drop_reason") else ""
@@ -55,7 +52,7 @@ def render(result: dict) -> str:
             names = [k for k in d if k not in ("key", "field", "why")]
             vals = ", ".join(f"{n}={d[n]!r}" for n in names)
             lines.append(f"    {d['key']} {d['field']}: {vals}" + (f" — {d['why']}" if d.get("why") else ""))
-    elif len([o for o in result["observations"].values() if not o.get("skipped")]) > 1:
+    elif len(result["observations"]) > 1:
         lines.append("  AGREE: no disagreement between the backends (flow records and service observations)")
     verdict = "ok" if result["ok"] else "FAILED"
     if result.get("unavailable"):

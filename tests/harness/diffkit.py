@@ -165,20 +165,33 @@ def results(futures: dict) -> dict:
     return {k: f.result() for k, f in futures.items()}
 
 
-def twin_view(cluster):
-    """The twin's view of ``cluster``, with its per-node ipcache computed once per node.
+def twin_answering(cluster, view, client: str, fe, kind: str) -> set[str]:
+    """Names of the frontend's active backends that answer ``client`` in the twin:
+    the policy forwards the flow and the backend's app serves the port."""
+    from twin.model import apps
+    from twin.model.scenario import Probe
+    from twin.semantics.probe import ProbeTarget, predict
+    ok = set()
+    for b in fe.active:
+        pod = cluster.pod(b.pod)
+        pred = predict(view, Probe("d", client, b.pod, kind, b.port), ProbeTarget(b.pod, b.ip, pod, b.port))
+        app = apps.app_of_pod(pod)
+        if pred.verdict == "FORWARDED" and b.port in (app.tcp_ports if kind == "tcp" else app.udp_ports):
+            ok.add(b.pod.split("/")[1])
+    return ok
 
-    ``Identities.identity_of_ip`` rebuilds a node's whole ipcache on every call
-    (O(pods) per flow; 85 % of the twin's time at 48 pods); the ipcache is a
-    pure function of the cluster, so caching it changes no answer.
-    """
-    import functools
-    from twin.semantics.view import ClusterView
-    view = ClusterView(cluster)
-    ids = view.ids
-    if callable(getattr(ids, "ipcache", None)):
-        ids.ipcache = functools.lru_cache(maxsize=None)(ids.ipcache)
-    return view
+
+def stats_fixture(name: str):
+    """A module-scoped fixture giving a :class:`Stats` whose line joins the run's summary."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def stats(differential_log):
+        s = Stats(name)
+        yield s
+        differential_log.append(s.line())
+        print("\n" + s.line())
+    return stats
 
 
 class Stats:

@@ -33,6 +33,7 @@ import diffkit
 import strategies as S
 from harness.real import RealCluster, real_unavailable_reason
 from twin.model.build import build_cluster
+from twin.semantics.view import ClusterView
 from twin.model.enums import Protocol
 from twin.model.yamlsrc import Source
 
@@ -104,12 +105,7 @@ def real():
             probers.close()
 
 
-@pytest.fixture(scope="module")
-def stats(differential_log):
-    s = diffkit.Stats("policies")
-    yield s
-    differential_log.append(s.line())
-    print("\n" + s.line())
+stats = diffkit.stats_fixture("policies")
 
 
 def with_regressions(fn):
@@ -136,7 +132,7 @@ def test_real_datapath_verdicts_equal_twin_verdicts_for_generated_policies(real,
         for src in pods:
             batches[src.key] = [(proto, str(dst.ip), port) for dst in pods if dst.key != src.key for proto, port in PORTS]
     running = probers.start_all(batches, TIMEOUT)
-    view = diffkit.twin_view(cluster)  # the twin answers while the probes wait out their timeout
+    view = ClusterView(cluster)  # the twin answers while the probes wait out their timeout
     want = {}
     for lane in range(len(round_)):
         pods = lane_pods(cluster, lane)

@@ -28,12 +28,10 @@ from hypothesis import strategies as st
 
 import diffkit
 from harness.real import RealCluster, real_unavailable_reason
-from twin.model import apps
 from twin.model.build import build_cluster
-from twin.model.scenario import Probe
 from twin.model.yamlsrc import Source
 from twin.semantics.lb import lb_table
-from twin.semantics.probe import ProbeTarget, predict
+from twin.semantics.view import ClusterView
 
 pytestmark = pytest.mark.harness
 _reason = real_unavailable_reason()
@@ -142,12 +140,7 @@ def real():
             probers.close()
 
 
-@pytest.fixture(scope="module")
-def stats(differential_log):
-    s = diffkit.Stats("services")
-    yield s
-    differential_log.append(s.line())
-    print("\n" + s.line())
+stats = diffkit.stats_fixture("services")
 
 
 def frontends(table, ns: str) -> list:
@@ -161,13 +154,7 @@ def twin_reachable(cluster, table, view, lane: int) -> dict:
     out = {}
     for fe in frontends(table, ns):
         kind = "udp" if fe.protocol.name == "UDP" else "tcp"
-        ok = set()
-        for b in fe.active:
-            pod = cluster.pod(b.pod)
-            pred = predict(view, Probe("d", client, b.pod, kind, b.port), ProbeTarget(b.pod, b.ip, pod, b.port))
-            app = apps.app_of_pod(pod)
-            if pred.verdict == "FORWARDED" and b.port in (app.tcp_ports if kind == "tcp" else app.udp_ports):
-                ok.add(b.pod.split("/")[1])
+        ok = diffkit.twin_answering(cluster, view, client, fe, kind)
         out[(fe.service, str(fe.frontend_ip), fe.port, kind)] = (ok, not fe.active)
     return out
 
@@ -212,7 +199,7 @@ def test_backends_reachable_through_each_service_agree_between_twin_and_real(rea
             targets += [{"proto": "http" if kind == "tcp" else "udp", "ip": key[1], "port": fe.port}] * CONNECTIONS
         batches[f"{lane_ns(lane)}/{CLIENT[0]}"] = targets
     running = probers.start_all(batches, TIMEOUT)
-    view = diffkit.twin_view(cluster)
+    view = ClusterView(cluster)
     want = {}
     for lane in range(len(round_)):
         want.update({k: (lane, *v) for k, v in twin_reachable(cluster, table, view, lane).items()})

@@ -31,13 +31,11 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 import diffkit
 import strategies as S
 from harness.real import RealCluster, real_unavailable_reason
-from twin.model import apps
 from twin.model.build import build_cluster
 from twin.model.enums import Protocol
-from twin.model.scenario import Probe
 from twin.model.yamlsrc import Source
 from twin.semantics.lb import lb_table
-from twin.semantics.probe import ProbeTarget, predict
+from twin.semantics.view import ClusterView
 
 pytestmark = pytest.mark.harness
 _reason = real_unavailable_reason()
@@ -192,7 +190,7 @@ class ReconcileMachine(RuleBasedStateMachine):
 
     @invariant()
     def maps_equal_twin(self):
-        view = diffkit.twin_view(self.cluster)
+        view = ClusterView(self.cluster)
         table = view.engine.policy_table()
         datapaths = getattr(self.real, "datapaths", None)
         if datapaths:
@@ -238,7 +236,7 @@ class ReconcileMachine(RuleBasedStateMachine):
             fronts.append((fe, kind, len(batches[CLIENT]), n))
             batches[CLIENT] += [{"proto": "http" if kind == "tcp" else "udp", "ip": str(fe.frontend_ip), "port": fe.port}] * n
         running = self.probers.start_all(batches, TIMEOUT)
-        view = diffkit.twin_view(cluster)
+        view = ClusterView(cluster)
         want = {}
         for src in cluster.pods:
             for dst in cluster.pods:
@@ -262,13 +260,7 @@ class ReconcileMachine(RuleBasedStateMachine):
             rows = got_rows[CLIENT][start:start + n]
             self.stats.probes += n
             self.stats.drops += sum(r["outcome"] == "timeout" for r in rows)
-            ok = set()
-            for b in fe.active:
-                pod = cluster.pod(b.pod)
-                pred = predict(view, Probe("d", CLIENT, b.pod, kind, b.port), ProbeTarget(b.pod, b.ip, pod, b.port))
-                app = apps.app_of_pod(pod)
-                if pred.verdict == "FORWARDED" and b.port in (app.tcp_ports if kind == "tcp" else app.udp_ports):
-                    ok.add(b.pod.split("/")[1])
+            ok = diffkit.twin_answering(cluster, view, CLIENT, fe, kind)
             answered = {(r["body"].split("|", 1)[1].strip() if kind == "udp" else r["body"].split()[1])
                         for r in rows if r["outcome"] == "answered" and r.get("body")}
             unreachable = all("EHOSTUNREACH" in (r.get("detail") or "") or "No route to host" in (r.get("detail") or "")

@@ -171,11 +171,8 @@ def event(t: float, name: str, **fields: Any) -> Event:
 
 @dataclass
 class Observations:
-    """Everything one backend observed in one run of a scenario.
-
-    ``skipped`` is set (and the lists are empty) only when the caller allowed
-    the backend to be skipped; ``twin run --backend`` never does.
-    """
+    """Everything one backend observed in one run of a scenario (a backend that
+    could not run has no Observations; the runner records why in its status)."""
 
     backend: str  # twin | real
     flows: list[FlowRecord] = field(default_factory=list)
@@ -186,11 +183,8 @@ class Observations:
     kills: list[KillRecord] = field(default_factory=list)
     #: the twin's analytical predictions (outage/readmission intervals), one dict per kill
     predictions: list[dict] = field(default_factory=list)
-    #: which mechanism ran where a choice exists (e.g. {"bandwidth": "htb"}); free-form, reported as is
-    mechanisms: dict[str, str] = field(default_factory=dict)
     virtual_seconds: float | None = None
     wall_seconds: float = 0.0
-    skipped: str | None = None
 
     def log(self, t: float, name: str, **fields: Any) -> None:
         self.events.append(event(t, name, **fields))
@@ -200,7 +194,7 @@ class Observations:
 
     def as_dict(self) -> dict:
         return {
-            "backend": self.backend, "skipped": self.skipped,
+            "backend": self.backend,
             "flows": [f.as_dict() for f in self.flows],
             "events": [e.as_dict() for e in self.sorted_events()],
             "traffic": [r.as_dict() for r in self.requests],
@@ -208,6 +202,5 @@ class Observations:
             "syscalls": [s.as_dict() for s in self.syscalls],
             "kills": [k.as_dict() for k in self.kills],
             "predictions": list(self.predictions),
-            "mechanisms": dict(self.mechanisms),
             "virtual_seconds": self.virtual_seconds, "wall_seconds": self.wall_seconds,
         }
