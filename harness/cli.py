@@ -28,7 +28,6 @@ import argparse
 import ipaddress
 import json
 import os
-import re
 import sys
 import tempfile
 import time
@@ -39,7 +38,6 @@ from twin.model.findings import InputError, TwinError, error
 
 
 #: a Kubernetes object name (RFC 1123 label or subdomain)
-NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 EXIT_INTERNAL = 70
 
 
@@ -106,14 +104,14 @@ def _arg_error(field: str, message: str) -> InputError:
 
 
 def _name_ok(name: str) -> bool:
-    return bool(NAME_RE.fullmatch(name))
+    from twin.model.load.documents import DNS1123
+    return bool(DNS1123.match(name))
 
 
 def _pod_arg(field: str, value: str) -> str:
     """``POD`` (in ``default``) or ``NS/POD`` → ``NS/POD``; anything else is an argument error."""
-    parts = value.split("/")
-    if len(parts) == 1:
-        parts = ["default", value]
+    from twin.model.scenario import pod_key
+    parts = pod_key(value).split("/")
     if len(parts) != 2 or not all(_name_ok(x) for x in parts):
         raise _arg_error(field, f"{value!r} is not NS/POD (or POD in namespace default)")
     return "/".join(parts)

@@ -79,6 +79,12 @@ def test_killing_a_pod_no_service_selects_is_an_error():
     assert "not a backend" in f.message
 
 
+def test_a_bare_hold_backend_names_the_pod_in_default_as_both_backends_read_it():
+    sc = scenario("  - hold: {name: h, from: netpod, to: svc:svc, port: 80, backend: webpod2}\n")
+    assert sc.steps[0].hold.backend == "default/webpod2"
+    assert check_scenario(sc, seed_cluster()) == []
+
+
 def test_hold_on_a_pod_the_service_does_not_select_is_an_error():
     [f] = findings("  - hold: {name: h, from: default/netpod, to: svc:default/svc, port: 80, backend: default/netpod}\n")
     assert f.field == "steps[0].hold.backend"

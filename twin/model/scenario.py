@@ -26,7 +26,7 @@ LAN) or an IPv4 address.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from twin.model.load.values import parse_duration
@@ -43,12 +43,16 @@ STEP_KINDS = ("probe", "apply", "delete", "wait", "note", "requests", "loop", "a
 SERVICE_PREFIX = "svc:"
 
 
+def pod_key(ref: str) -> str:
+    """``NS/NAME`` as given, or a bare ``NAME`` in ``default`` → ``default/NAME``."""
+    return ref if "/" in ref else f"default/{ref}"
+
+
 def service_key(dst: str) -> str | None:
     """``svc:NS/NAME`` (or ``svc:NAME`` in ``default``) → ``NS/NAME``; None for any other target."""
     if not dst.startswith(SERVICE_PREFIX):
         return None
-    rest = dst[len(SERVICE_PREFIX):]
-    return rest if "/" in rest else f"default/{rest}"
+    return pod_key(dst[len(SERVICE_PREFIX):])
 VERDICTS = ("FORWARDED", "DROPPED")
 
 PROBE_SCHEMA = {
@@ -256,7 +260,7 @@ def parse_scenario(src: Source) -> Scenario:
                 err(pp, "method, path, expect_status and expect_body need kind: http")
             src_ = str(p.get("from", ""))
             steps.append(Step(i, "probe", Probe(
-                str(p.get("name")), src_ if "/" in src_ else f"default/{src_}", str(p.get("to", "")), pkind,
+                str(p.get("name")), pod_key(src_), str(p.get("to", "")), pkind,
                 port if pkind != "ping" else 0, p.get("method", "GET"), p.get("path", "/"), p.get("expect"),
                 p.get("expect_status"), p.get("expect_body"), p.get("count", 1)), line=line))
         elif kind in ("requests", "loop"):
@@ -292,7 +296,7 @@ def parse_scenario(src: Source) -> Scenario:
             _port_ok(err, tp + ("port",), t.get("port", 80))
             src_ = str(t.get("from", ""))
             steps.append(Step(i, kind, traffic=Traffic(
-                str(t.get("name")), src_ if "/" in src_ else f"default/{src_}", str(t.get("to")), t.get("port", 80),
+                str(t.get("name")), pod_key(src_), str(t.get("to")), t.get("port", 80),
                 t.get("kind", "http"), t.get("count", 0), interval, duration, t.get("path", "/"), kind == "loop",
                 t.get("method", "GET")), line=line))
         elif kind == "hold":
@@ -303,8 +307,8 @@ def parse_scenario(src: Source) -> Scenario:
             _port_ok(err, path + ("hold", "port"), h.get("port", 80))
             names.add(h.get("name"))
             src_ = str(h.get("from", ""))
-            steps.append(Step(i, "hold", hold=Hold(str(h.get("name")), src_ if "/" in src_ else f"default/{src_}",
-                                                   str(h.get("to")), h.get("port", 80), str(h.get("backend"))), line=line))
+            steps.append(Step(i, "hold", hold=Hold(str(h.get("name")), pod_key(src_),
+                                                   str(h.get("to")), h.get("port", 80), pod_key(str(h.get("backend")))), line=line))
         elif kind == "check":
             c = raw["check"]
             if c.get("expect", "alive") not in ("alive", "closed"):
@@ -317,7 +321,7 @@ def parse_scenario(src: Source) -> Scenario:
                 err(path + (kind, "pod"), "is required")
                 continue
             pod = str(raw[kind].get("pod", ""))
-            steps.append(Step(i, kind, pod=pod if "/" in pod else f"default/{pod}", line=line))
+            steps.append(Step(i, kind, pod=pod_key(pod), line=line))
         elif kind == "syscalls":
             sc = raw["syscalls"]
             for req in ("name", "from", "to"):
@@ -327,7 +331,7 @@ def parse_scenario(src: Source) -> Scenario:
             src_ = str(sc.get("from", ""))
             names.add(sc.get("name"))
             steps.append(Step(i, "syscalls", name=str(sc.get("name")), traffic=Traffic(
-                str(sc.get("name")), src_ if "/" in src_ else f"default/{src_}", str(sc.get("to")), sc.get("port", 80)), line=line))
+                str(sc.get("name")), pod_key(src_), str(sc.get("to")), sc.get("port", 80)), line=line))
         elif kind == "apply":
             steps.append(Step(i, "apply", path=str(raw["apply"]), line=line))
         elif kind == "delete":

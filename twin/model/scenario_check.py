@@ -23,7 +23,7 @@ import ipaddress
 
 from twin.model.findings import Finding, error
 from twin.model.objects import Cluster, Pod, Service
-from twin.model.scenario import PROBE_KINDS, Scenario, Step, service_key
+from twin.model.scenario import PROBE_KINDS, Scenario, Step, pod_key, service_key
 
 
 def _selects(svc: Service, pod: Pod) -> bool:
@@ -81,7 +81,7 @@ def check_scenario(scenario: Scenario, cluster: Cluster) -> list[Finding]:
                 try:
                     ipaddress.IPv4Address(p.dst)
                 except ValueError:
-                    pod_ref(step, "probe.to", p.dst if "/" in p.dst else f"default/{p.dst}")
+                    pod_ref(step, "probe.to", pod_key(p.dst))
         elif k in ("requests", "loop", "syscalls") and step.traffic is not None:
             t = step.traffic
             pod_ref(step, f"{k}.from", t.src)
@@ -90,7 +90,7 @@ def check_scenario(scenario: Scenario, cluster: Cluster) -> list[Finding]:
             h = step.hold
             pod_ref(step, "hold.from", h.src)
             svc = service_ref(step, "hold.to", h.dst, h.port, "TCP")
-            backend = h.backend if "/" in h.backend else f"default/{h.backend}"
+            backend = h.backend
             be = pod_ref(step, "hold.backend", backend)
             if svc is not None and be is not None and not _selects(svc, be):
                 err(step, "hold.backend", f"pod {backend} is not a backend of service {svc.key} "

@@ -15,7 +15,7 @@ from twin.model import apps, topology
 from twin.model.enums import Direction, Protocol, Verdict
 from twin.model.findings import InputError, error
 from twin.model.objects import Pod
-from twin.model.scenario import Probe, service_key
+from twin.model.scenario import Probe, pod_key, service_key
 from twin.semantics.flows import PROTOCOL_NAMES
 from twin.semantics.services import backends, service_port
 
@@ -77,7 +77,7 @@ def resolve_targets(view, probe: Probe) -> list[ProbeTarget]:
         return [ProbeTarget(pod.key if pod else dst, ip, pod, probe.port)]
     except ValueError:
         pass
-    key = dst if "/" in dst else f"default/{dst}"
+    key = pod_key(dst)
     try:
         pod = c.pod(key)
     except KeyError:
