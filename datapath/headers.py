@@ -43,9 +43,10 @@ def find_kernel_headers() -> tuple[Path | None, str]:
                   "run `make setup` (as root) to build it")
 
 
-def ensure_kernel_headers() -> Path | None:
-    """Find the tree and export it for bcc in this process (and its children)."""
-    tree, _ = find_kernel_headers()
+def ensure_kernel_headers() -> tuple[Path | None, str]:
+    """:func:`find_kernel_headers`, and export the tree found for bcc in this
+    process (and its children)."""
+    tree, how = find_kernel_headers()
     if tree is not None:
         os.environ[ENV] = str(tree)
-    return tree
+    return tree, how

@@ -28,7 +28,7 @@ __all__ = [
 BPF_DIR = Path(__file__).resolve().parent / "bpf"
 LXC_SOURCE = BPF_DIR / "bpf_lxc.c"
 SOCK_SOURCE = BPF_DIR / "bpf_sock.c"
-KERNEL_SOURCE_ENV = "BCC_KERNEL_SOURCE"
+from datapath.headers import ENV as KERNEL_SOURCE_ENV  # noqa: E402
 
 #: Entry points of bpf_lxc.c: (function name, hook).
 FROM_CONTAINER = "from_container"
@@ -100,11 +100,10 @@ def bundle_source(path: Path = LXC_SOURCE, *, search_dir: Path = BPF_DIR) -> str
 
 def _check_kernel_source() -> str:
     """The header tree bcc will use (found by :mod:`datapath.headers` and exported)."""
-    from datapath.headers import ensure_kernel_headers, find_kernel_headers
-    tree, why = find_kernel_headers()
+    from datapath.headers import ensure_kernel_headers
+    tree, why = ensure_kernel_headers()
     if tree is None:
         raise BpfCompileError(f"bcc needs kernel headers: {why}")
-    ensure_kernel_headers()
     return str(tree)
 
 

@@ -81,7 +81,8 @@ class RealPipeline:
                 if ready and fails >= spec.failure_threshold:
                     ready = False
                     self._change(pod.key, "not-ready")
-            nxt += spec.period_s
+            # on the kubelet's period; after a slow update, the next tick is now, not a burst of missed ones
+            nxt = max(nxt + spec.period_s, time.monotonic())
             self.stop.wait(max(0.0, nxt - time.monotonic()))
 
     def _change(self, pod: str, state: str) -> None:

@@ -40,11 +40,10 @@ def real_unavailable_reason() -> str | None:
             __import__(mod)
         except ImportError:
             return f"Python module {mod!r} is missing (Debian package {pkg}; `make setup` installs it)"
-    from datapath.headers import ensure_kernel_headers, find_kernel_headers
-    tree, why = find_kernel_headers()
+    from datapath.headers import ensure_kernel_headers
+    tree, why = ensure_kernel_headers()
     if tree is None:
         return why
-    ensure_kernel_headers()
     for tool in ("ping", "curl", "ip", "tc"):
         if shutil.which(tool) is None:
             return f"the tool {tool!r} is missing (`make setup` installs it)"

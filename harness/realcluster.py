@@ -12,7 +12,7 @@ state and waits until every agent reconciled it.
 from __future__ import annotations
 
 import os
-import threading
+import time
 from dataclasses import dataclass, field
 
 from twin.model.findings import TwinError
@@ -38,7 +38,6 @@ class RealCluster:
         self.topo = None
         self.store = None
         self.agents: dict = {}
-        self._lock = threading.Lock()
 
     # -- what other code reads ---------------------------------------------------------
 
@@ -51,11 +50,6 @@ class RealCluster:
     def socklbs(self) -> dict:
         """node -> its agent's NodeSocketLB (socket LB only)."""
         return {n: a.socklb for n, a in self.agents.items() if a.socklb is not None}
-
-    @property
-    def states(self) -> dict[str, str]:
-        current = self.store.current() if self.store is not None else None
-        return dict(current.endpoint_states) if current is not None else {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -116,9 +110,8 @@ class RealCluster:
 
     def program(self, cluster: Cluster) -> _Programmed:
         """Publish ``cluster`` and wait until every node's agent reconciled it."""
-        with self._lock:
-            self.cluster = cluster
-            version = self.store.publish(cluster)
+        self.cluster = cluster
+        version = self.store.publish(cluster)
         reports = self.wait(version)
         return _Programmed({n: r.seconds for n, r in reports.items()},
                            {n: r.changes for n, r in reports.items()}, version)
@@ -132,7 +125,8 @@ class RealCluster:
     def wait(self, version: int, timeout: float = 60.0) -> dict:
         """node -> the report of the reconcile that reached ``version``; a failed
         reconcile on any node raises TwinError naming the nodes and the error."""
-        reports = {n: a.wait_for(version, timeout) for n, a in self.agents.items()}
+        deadline = time.monotonic() + timeout  # one deadline for all nodes, not one each
+        reports = {n: a.wait_for(version, max(0.0, deadline - time.monotonic())) for n, a in self.agents.items()}
         failed: dict[str, list[str]] = {}
         for n, r in reports.items():
             if not r.ok:

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import threading
 import time
+import traceback
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 from datapath.agent.reconcilers import (
     EndpointsReconciler, IpcacheReconciler, NodeHost, PolicyReconciler, Reconciler, ServicesReconciler,
@@ -75,13 +76,11 @@ class NodeAgent:
     """The agent of one node (see the module docstring)."""
 
     def __init__(self, host: NodeHost, source: WatchSource, *, socket_lb: bool = False,
-                 tables: TableCache | None = None, extra_cflags: Sequence[str] = (),
-                 on_report: Callable[[AgentReport], None] | None = None) -> None:
+                 tables: TableCache | None = None, extra_cflags: Sequence[str] = ()) -> None:
         self.host = host
         self.source = source
         self.socket_lb = socket_lb
         self.tables = tables or TableCache()
-        self.on_report = on_report
         self._extra_cflags = tuple(extra_cflags)
         self.datapath: NodeDatapath | None = None
         self.socklb: NodeSocketLB | None = None
@@ -138,6 +137,9 @@ class NodeAgent:
             self._watch.close()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
+            if self._thread.is_alive():  # still inside a reconcile: freeing its maps now would pull them from under it
+                raise DatapathError(f"agent {self.name}: still reconciling 30 s after stop; its programs and maps "
+                                    "are left in place (`twin cleanup` removes them once this process exits)")
         self._thread = None
         errors: list[str] = []
         for what, obj in (("socket LB", self.socklb), ("datapath", self.datapath)):
@@ -196,24 +198,19 @@ class NodeAgent:
                     current = rec.name
                     results[rec.name] = rec.reconcile(desired, tables)
         except Exception as exc:
-            error = f"{current}: {exc}" if isinstance(exc, DatapathError) else f"{current}: {type(exc).__name__}: {exc}"
+            if isinstance(exc, DatapathError):
+                error = f"{current}: {exc}"
+            else:  # a bug, not a kernel refusal: keep where it happened
+                error = f"{current}: {type(exc).__name__}: {exc}\n" + "".join(traceback.format_exc(limit=-4))
         report = AgentReport(self.name, desired.version, desired.changed, t0,
                              round(time.monotonic() - t0, 6), results, error)
         with self._cond:
             self.reports.append(report)
             self._version = max(self._version, desired.version)
             self._cond.notify_all()
-        if self.on_report is not None:
-            self.on_report(report)
         return report
 
     # -- waiting -------------------------------------------------------------------
-
-    @property
-    def version(self) -> int:
-        """The newest desired version this agent has reconciled (or tried to)."""
-        with self._cond:
-            return self._version
 
     def wait_for(self, version: int, timeout: float = 60.0) -> AgentReport:
         """The first report at or after ``version`` (it may carry an error)."""
@@ -224,7 +221,7 @@ class NodeAgent:
                     if r.version >= version:
                         return r
                 left = deadline - time.monotonic()
-                if left <= 0 or self._thread is None:
+                if left <= 0 or self._thread is None or not self._thread.is_alive():
                     raise AgentError(f"agent {self.name}: version {version} not reconciled within {timeout:g} s "
                                      f"(last reconciled: {self._version})")
                 self._cond.wait(left)
