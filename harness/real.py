@@ -132,7 +132,8 @@ class RealBackend:
         return real_unavailable_reason()
 
     def run(self, inputs: RunInputs, seed: int) -> Observations:
-        from harness.services_real import RealPipeline, RealTraffic
+        from harness.kubelet import RealPipeline
+        from harness.services_real import RealTraffic
         obs = Observations(self.name)
         log: list[dict] = []  # shared with the pipeline's prober threads (they append dicts)
         wall0 = time.perf_counter()

@@ -34,8 +34,6 @@ from twin.model.scenario import Scenario, service_key
 from twin.semantics.lb import frontend, lb_table
 from twin.sim.backend import TwinBackend
 
-#: kept for callers of the old name
-load_inputs = load_run_inputs
 
 #: exit code of ``twin run`` when a requested backend could not run
 EXIT_UNAVAILABLE = 3

@@ -22,7 +22,6 @@ from harness.topology import REPO_ROOT
 from harness.errors import HarnessError
 from twin.model.observations import HoldResult, RequestRecord, SyscallFacts
 from twin.model.scenario import Hold, Traffic, service_key
-from harness.kubelet import RealPipeline  # noqa: F401  (kubelet-style probers live in harness/kubelet.py)
 
 
 def _client_argv(mode: str, ip: str, t: Traffic | Hold, timeout: float) -> list[str]:

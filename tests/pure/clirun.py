@@ -7,8 +7,6 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-import harness.inputs
-import harness.runner
 from harness.cli import main
 
 KINDS = ("manifest", "values", "scenario")
@@ -48,15 +46,9 @@ def commands(path: Path, kind: str, out_dir: Path) -> list[list[str]]:
 
 
 def run_cli(argv: list[str]) -> Outcome:
-    """``harness.cli.main(argv)``; SystemExit is an exit code, any other exception a crash.
-
-    Scenarios are loaded with :func:`harness.inputs.load_run_inputs` (the
-    runner's own loader is switched to it at merge).
-    """
+    """``harness.cli.main(argv)``; SystemExit is an exit code, any other exception a crash."""
     out, err = io.StringIO(), io.StringIO()
     code, crash = None, ""
-    saved = harness.runner.load_inputs
-    harness.runner.load_inputs = harness.inputs.load_run_inputs
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -65,6 +57,4 @@ def run_cli(argv: list[str]) -> Outcome:
                 code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     except Exception:  # noqa: BLE001 - the point is to catch everything that escapes main()
         crash = traceback.format_exc()
-    finally:
-        harness.runner.load_inputs = saved
     return Outcome(argv, code, out.getvalue(), err.getvalue(), crash)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.runner import load_inputs
+from harness.inputs import load_run_inputs
 from twin.model.run import RunInputs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -12,7 +12,7 @@ SEED_SCENARIOS = ("seed-pod-to-pod", "seed-service-socket-lb", "seed-deathstar-l
 
 
 def inputs(name: str) -> RunInputs:
-    loaded = load_inputs(str(SCENARIOS / f"{name}.yaml"))
+    loaded = load_run_inputs(str(SCENARIOS / f"{name}.yaml"))
     return RunInputs.plan(loaded.scenario, loaded.cluster, loaded.applies)
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.runner import load_inputs, run_scenario
-from twin.model.scenario import Scenario, Settings, Step
-from twin.sim import SimConfig, simulate
+from harness.inputs import load_run_inputs
+from harness.runner import run_scenario
+from twin.sim import TwinBackend
 from twin.semantics.delays import DELAYS
 from twin.semantics.dists import Constant
 
@@ -22,8 +22,7 @@ POD_TO_POD = str(ROOT / "scenarios/seed-pod-to-pod.yaml")
 
 
 def _flows(path: str, seed: int = 1) -> list:
-    inputs = load_inputs(path)
-    return simulate(inputs.scenario, inputs.cluster, inputs.applies, SimConfig(seed=seed)).flows
+    return TwinBackend().run(load_run_inputs(path), seed).flows
 
 
 def test_xwing_lands_before_rule1_and_is_dropped_after_while_tiefighter_keeps_landing():
@@ -45,22 +44,21 @@ def test_dropped_probe_costs_the_probe_timeout_and_forwarded_one_round_trips():
 
 
 def test_same_seed_gives_identical_records_and_event_logs():
-    inputs = load_inputs(DEATHSTAR)
-    a = simulate(inputs.scenario, inputs.cluster, inputs.applies, SimConfig(seed=7))
-    b = simulate(inputs.scenario, inputs.cluster, inputs.applies, SimConfig(seed=7))
+    inputs = load_run_inputs(DEATHSTAR)
+    a, b = TwinBackend().run(inputs, 7), TwinBackend().run(inputs, 7)
     assert a.flows == b.flows and a.events == b.events
 
 
 def test_probe_right_after_apply_sees_old_policy_until_agents_regenerate():
     """Without the wait step, a probe sent before the agents regenerate still passes."""
-    inputs = load_inputs(DEATHSTAR)
+    inputs = load_run_inputs(DEATHSTAR)
     steps = [s for s in inputs.scenario.steps if s.kind != "wait"]
     slow = DELAYS.replace(agent_regenerate=Constant(5.0))
     sc = replace(inputs.scenario, steps=tuple(steps))
-    res = simulate(sc, inputs.cluster, inputs.applies, SimConfig(delays=slow))
+    res = TwinBackend(delays=slow).run(replace(inputs, scenario=sc), 1)
     xwing_after = [f for f in res.flows if f.probe == "xwing-dropped-after-rule1"]
     assert xwing_after and all(f.verdict == "FORWARDED" for f in xwing_after)
-    regen = [e for e in res.events if e["event"] == "agent-regenerated"]
+    regen = [e for e in res.events if e.event == "agent-regenerated"]
     assert len(regen) >= len(inputs.cluster.nodes)
 
 
