@@ -130,17 +130,4 @@ def load_run_inputs(path: str) -> RunInputs:
     problems.extend(f for f in check_scenario(scenario, cluster) if f.severity.value == "error")
     if problems:
         raise InputError(problems)
-    # Probes must also resolve in the semantics (pods and services never change along a run).
-    from twin.semantics.probe import resolve_targets
-    from twin.semantics.view import ClusterView
-    view = ClusterView(cluster)
-    for step in scenario.steps:
-        if step.kind == "probe":
-            try:
-                resolve_targets(view, step.probe)
-            except InputError as exc:  # name the scenario step, not the bare probe
-                problems += [_step_error(scenario, path, step.index, f"probe.{f.field}", f.message, step.line)
-                             for f in exc.findings]
-    if problems:
-        raise InputError(problems)
     return RunInputs.plan(scenario, cluster, applies, path)

@@ -78,6 +78,7 @@ def test_invalid_lease_timings_in_values_produce_one_warning_per_rewrite():
     by_field = {f.field: f for f in w}
     assert by_field["l2announcements.leaseDuration"].line == 3
     assert by_field["l2announcements.leaseRenewDeadline"].line == 4
+    assert by_field["l2announcements.leaseRetryPeriod"].line == 5  # the field Cilium rewrites
     assert all(f.file == "values.yaml" and "<input>" not in f.render() for f in w)
 
 

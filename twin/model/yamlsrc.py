@@ -13,6 +13,7 @@ import yaml
 
 from twin.model import limits
 from twin.model.findings import Finding, error
+from twin.model.schema import fmt_path
 
 Path = tuple  # tuple[str | int, ...]
 
@@ -90,7 +91,7 @@ class _Converter:
                 if not isinstance(key, (str, int, float, bool)) and key is not None:
                     key = str(key)
                 if key in out:
-                    self.findings.append(error("<yaml>", _fmt(path + (key,)),
+                    self.findings.append(error("<yaml>", fmt_path(path + (key,)),
                                                f"duplicate key {key!r} in a mapping (first at line {lines.get(path + (key,))}); "
                                                "the API server rejects it", self.file, k.start_mark.line + 1))
                     continue
@@ -106,13 +107,6 @@ class _Converter:
         except (ValueError, TypeError, OverflowError) as exc:  # e.g. !!int abc, a 5000-digit integer
             raise yaml.constructor.ConstructorError(None, None, f"cannot read {node.value[:40]!r} as {node.tag}: {exc}",
                                                     node.start_mark) from None
-
-
-def _fmt(path: Path) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
 
 
 #: libyaml's parser when PyYAML was built with it (about 10x faster), else PyYAML's own

@@ -119,12 +119,10 @@ class Identities:
         Anything else falls back to ``world`` (not listed).
         """
         out: dict[ipaddress.IPv4Network, int] = {}
-        for n in self.cluster.nodes:
-            ident = ReservedIdentity.HOST if n.name == node_name else ReservedIdentity.REMOTE_NODE
-            out[ipaddress.IPv4Network(f"{n.ip}/32")] = int(ident)
-            out[ipaddress.IPv4Network(f"{topology.router_ip(n.pod_cidr)}/32")] = int(ident)
-        for p in self.cluster.pods:
-            out[ipaddress.IPv4Network(f"{p.ip}/32")] = self.of_pod[p.key]
+        for ip, node in self._node_by_ip.items():
+            out[ipaddress.IPv4Network(f"{ip}/32")] = self._node_identity(node, node_name)
+        for ip, ident in self._pod_by_ip.items():  # pods last: a pod's entry wins
+            out[ipaddress.IPv4Network(f"{ip}/32")] = ident
         return out
 
     @cached_property
@@ -135,7 +133,7 @@ class Identities:
     def _node_by_ip(self) -> dict[ipaddress.IPv4Address, str]:
         out: dict[ipaddress.IPv4Address, str] = {}
         for n in self.cluster.nodes:
-            out[ipaddress.IPv4Address(n.ip)] = n.name
+            out[n.ip] = n.name
             out[ipaddress.IPv4Address(topology.router_ip(n.pod_cidr))] = n.name
         return out
 
@@ -146,9 +144,11 @@ class Identities:
         if ip in self._pod_by_ip:
             return self._pod_by_ip[ip]
         owner = self._node_by_ip.get(ip)
-        if owner is not None:
-            return int(ReservedIdentity.HOST if owner == node_name else ReservedIdentity.REMOTE_NODE)
-        return int(ReservedIdentity.WORLD)
+        return int(ReservedIdentity.WORLD) if owner is None else self._node_identity(owner, node_name)
+
+    @staticmethod
+    def _node_identity(node: str, seen_from: str) -> int:
+        return int(ReservedIdentity.HOST if node == seen_from else ReservedIdentity.REMOTE_NODE)
 
     def labels_of(self, identity: int) -> dict:
         info = self.infos.get(identity)

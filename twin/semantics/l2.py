@@ -66,22 +66,27 @@ def announcements(cluster: Cluster, alloc: Allocation) -> dict[str, Announcement
     return out
 
 
-def effective_lease_timings(l2: L2Settings) -> tuple[L2Settings, list[str]]:
+def effective_lease_timings(l2: L2Settings) -> tuple[L2Settings, list[tuple[str, str]]]:
     """Cilium rewrites invalid timings instead of rejecting them (pkg/l2announcer).
 
     leaseDuration < 1s → 1s; renewDeadline ≥ leaseDuration → LD/2;
     renewDeadline ≤ 1.2·retryPeriod → retryPeriod = RD/2.
+
+    Returns the effective timings and, per rewrite, (the values field it
+    changes, what Cilium does).
     """
     ld, rd, rp = l2.lease_duration_s, l2.renew_deadline_s, l2.retry_period_s
     notes = []
     if ld < 1.0:
-        notes.append(f"leaseDuration {ld:g}s is below 1s: Cilium uses 1s")
+        notes.append(("leaseDuration", f"leaseDuration {ld:g}s is below 1s: Cilium uses 1s"))
         ld = 1.0
     if ld <= rd:
-        notes.append(f"leaseRenewDeadline {rd:g}s is not below leaseDuration {ld:g}s: Cilium uses {ld / 2:g}s")
+        notes.append(("leaseRenewDeadline",
+                      f"leaseRenewDeadline {rd:g}s is not below leaseDuration {ld:g}s: Cilium uses {ld / 2:g}s"))
         rd = ld / 2
     if rd <= 1.2 * rp:
-        notes.append(f"leaseRenewDeadline {rd:g}s is not above 1.2 × leaseRetryPeriod {rp:g}s: Cilium uses retryPeriod {rd / 2:g}s")
+        notes.append(("leaseRetryPeriod", f"leaseRenewDeadline {rd:g}s is not above 1.2 × leaseRetryPeriod {rp:g}s: "
+                                          f"Cilium uses retryPeriod {rd / 2:g}s"))
         rp = rd / 2
     return L2Settings(l2.enabled, ld, rd, rp), notes
 
@@ -92,7 +97,7 @@ def lease_findings(cluster: Cluster) -> list[Finding]:
         return []
     _, notes = effective_lease_timings(cluster.values.l2)
     out = []
-    for n in notes:
-        fld = f"l2announcements.{n.split()[0]}"
+    for field, n in notes:
+        fld = f"l2announcements.{field}"
         out.append(warning("values", fld, n, cluster.values.origin.file, cluster.values.line(fld)))
     return out

@@ -53,7 +53,7 @@ def collect(doc: Document, pending: Pending, findings: list) -> None:
     # Name namespaced objects as the later checks do (default namespace filled in),
     # so every finding about one object carries the same object name.
     shown_ns = ns or ("default" if any(k == kind for _, k in schema.KINDS)
-                      and kind not in ("Namespace", "Node", "CiliumL2AnnouncementPolicy", "CiliumLoadBalancerIPPool") else None)
+                      and kind not in CLUSTER_SCOPED else None)
     obj = f"{kind} {shown_ns}/{name}" if shown_ns else f"{kind} {name}"
     if not kind:
         obj = f"document {doc.index} of {doc.file}"
@@ -90,12 +90,11 @@ def collect(doc: Document, pending: Pending, findings: list) -> None:
         return
     data = drop_nulls(data)  # as the API server does: an explicit null is a field left out
     meta = data["metadata"]
-    cluster_scoped = kind in ("Namespace", "Node", "CiliumL2AnnouncementPolicy", "CiliumLoadBalancerIPPool")
+    cluster_scoped = kind in CLUSTER_SCOPED
     if cluster_scoped and ns:
         ctx.warn(("metadata", "namespace"), f"{kind} is cluster-scoped; the namespace {ns!r} is ignored")
     if not cluster_scoped and not ns:
-        ns = "default"
-        ctx.obj = f"{kind} default/{name}"
+        ns = "default"  # ctx.obj already names it so
     if kind == "Pod":
         if len(pending.pods) >= limits.MAX_PODS:
             ctx.err((), f"the cluster would have more than {limits.MAX_PODS} pods (limit MAX_PODS)")
