@@ -42,7 +42,7 @@ class NodeAgent(Component):
 
     @property
     def view(self) -> ClusterView:
-        return self.api.views.view(self.version, self.cluster)
+        return self.api.views.view(self.cluster)
 
     @property
     def lb(self):

@@ -9,22 +9,25 @@ from twin.sim.world import Component, World
 
 
 class Views:
-    """ClusterView and LB table per API version, shared by agents that see the same version."""
+    """ClusterView per cluster and LB table per API version, shared by agents that see
+    the same version.  An endpoint-state change is a new version of the same cluster
+    object, so it reuses that cluster's view (the view keeps its cluster alive, so
+    the ``id`` key is never reused)."""
 
     def __init__(self):
         self._views: dict[int, ClusterView] = {}
         self._lb: dict[int, object] = {}
 
-    def view(self, version: int, cluster: Cluster) -> ClusterView:
-        v = self._views.get(version)
+    def view(self, cluster: Cluster) -> ClusterView:
+        v = self._views.get(id(cluster))
         if v is None:
-            v = self._views[version] = ClusterView(cluster)
+            v = self._views[id(cluster)] = ClusterView(cluster)
         return v
 
     def lb(self, version: int, cluster: Cluster, states: dict):
         t = self._lb.get(version)
         if t is None:
-            t = self._lb[version] = lb_table(cluster, states, self.view(version, cluster).allocation)
+            t = self._lb[version] = lb_table(cluster, states, self.view(cluster).allocation)
         return t
 
 
@@ -40,7 +43,7 @@ class ApiServer(Component):
 
     @property
     def view(self) -> ClusterView:
-        return self.views.view(self.version, self.cluster)
+        return self.views.view(self.cluster)
 
     def apply(self, what: str, desired: Cluster):
         """A client's apply/delete: admitted after ``api_accept``, then published."""

@@ -31,7 +31,7 @@ class Client(Component):
         self.backend_killed = False  # the held connection's server was killed since it was opened
 
     def _service(self, dst: str, kind: str):
-        svc = self.twin.api.view.cluster.service(service_key(dst))
+        svc = self.twin.api.cluster.service(service_key(dst))
         return svc, (Protocol.UDP if kind == "udp" else Protocol.TCP)
 
     def one_request(self, t: Traffic, index: int) -> RequestRecord:
