@@ -186,3 +186,16 @@ def test_corpus_directory_exists_next_to_this_test():
 def test_pinging_a_service_is_an_error():
     [f] = findings("  - probe: {name: p, from: default/netpod, to: svc:default/svc, kind: ping}\n")
     assert f.field == "steps[0].probe.kind"
+
+
+def test_each_kill_is_paired_with_the_loop_running_at_that_point():
+    from twin.model.scenario import kill_loops
+    sc = scenario("""\
+  - kill: {pod: default/webpod1}
+  - loop: {name: l1, from: netpod, to: svc:svc, port: 80, duration: 2s}
+  - kill: {pod: default/webpod2}
+  - await: {loop: l1}
+  - restart: {pod: default/webpod1}
+""")
+    assert [(pod, loop.name if loop else None) for pod, loop in kill_loops(sc)] == [
+        ("default/webpod1", None), ("default/webpod2", "l1")]

@@ -358,3 +358,18 @@ def parse_scenario(src: Source) -> Scenario:
         raise InputError(errs)
     return Scenario(data["scenario"], src.name, data.get("description", ""), tuple(data["manifests"]),
                     data.get("values"), tuple(steps), settings)
+
+
+def kill_loops(scenario: Scenario) -> list[tuple[str, Traffic | None]]:
+    """Each ``kill`` step's pod with the ``loop`` running at that point (started
+    before it and not yet awaited; the latest if several), or None."""
+    running: dict[str, Traffic] = {}
+    out: list[tuple[str, Traffic | None]] = []
+    for s in scenario.steps:
+        if s.kind == "loop" and s.traffic is not None:
+            running[s.traffic.name] = s.traffic
+        elif s.kind == "await":
+            running.pop(s.name, None)
+        elif s.kind == "kill":
+            out.append((s.pod, list(running.values())[-1] if running else None))
+    return out

@@ -22,7 +22,7 @@ import time
 from twin.model.enums import Verdict
 from twin.model.observations import FlowRecord, KillRecord, Observations
 from twin.model.run import RunInputs, dispatch, needs_services
-from twin.model.scenario import Step
+from twin.model.scenario import Step, kill_loops
 from twin.semantics.delays import DELAYS, Delays
 from twin.semantics.endpoints import kill_predictions, readiness_probe
 from twin.semantics.lb import lb_table
@@ -199,9 +199,7 @@ class TwinBackend:
             for d in delays.describe():
                 twin.world.log("twin-delay", component=component, **d)
         obs = twin.run()
-        loops = [s.traffic for s in inputs.scenario.steps if s.kind == "loop"]
-        kills = [(s.pod, loops[0] if loops else None) for s in inputs.scenario.steps if s.kind == "kill"]
-        obs.predictions = kill_predictions(inputs.cluster, kills, self.delays)
+        obs.predictions = kill_predictions(inputs.cluster, kill_loops(inputs.scenario), self.delays)
         obs.virtual_seconds = round(twin.env.now, 6)
         obs.wall_seconds = round(time.perf_counter() - t0, 3)
         return obs
