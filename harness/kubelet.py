@@ -16,8 +16,7 @@ import threading
 import time
 
 from twin.model.findings import TwinError
-from twin.semantics.endpoints import probe_port, readiness_probe
-from twin.semantics.lb import lb_table
+from twin.semantics.endpoints import probe_port, probed_backends
 
 __all__ = ["RealPipeline"]
 
@@ -30,14 +29,9 @@ class RealPipeline:
         self.stop = threading.Event()
         self.threads = []
         rng = random.Random(seed)
-        backends = sorted({b.pod for fe in lb_table(rc.cluster).services for b in fe.backends})
-        for key in backends:
-            pod = rc.cluster.pod(key)
-            spec = readiness_probe(pod)
-            if spec is None:
-                continue
+        for pod, spec in probed_backends(rc.cluster):
             th = threading.Thread(target=self._run, args=(pod, spec, rng.uniform(0, spec.period_s)),
-                                  name=f"prober-{key}", daemon=True)
+                                  name=f"prober-{pod.key}", daemon=True)
             self.threads.append(th)
             th.start()
 

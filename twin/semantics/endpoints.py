@@ -76,6 +76,19 @@ class PipelineTiming:
                 self.status_s[1] + self.endpoints_s[1] + self.agent_s[1])
 
 
+def probed_backends(cluster: Cluster) -> list[tuple[Pod, ProbeSpec]]:
+    """Every pod some service has as a backend, with its readiness probe (the pods
+    a kubelet probes and the endpoint pipeline follows), sorted by pod key."""
+    keys = sorted({b.pod for fe in lb_table(cluster).services for b in fe.backends})
+    out = []
+    for key in keys:
+        pod = cluster.pod(key)
+        spec = readiness_probe(pod)
+        if spec is not None:
+            out.append((pod, spec))
+    return out
+
+
 def readiness_probe(pod: Pod) -> ProbeSpec | None:
     for c in pod.containers:
         if c.readiness is not None:

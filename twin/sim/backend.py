@@ -24,8 +24,7 @@ from twin.model.observations import FlowRecord, KillRecord, Observations
 from twin.model.run import RunInputs, dispatch, needs_services
 from twin.model.scenario import Step, kill_loops
 from twin.semantics.delays import DELAYS, Delays
-from twin.semantics.endpoints import kill_predictions, readiness_probe
-from twin.semantics.lb import lb_table
+from twin.semantics.endpoints import kill_predictions, probed_backends
 from twin.semantics.probe import predict, resolve_targets
 from twin.sim.agent import NodeAgent
 from twin.sim.api import ApiServer
@@ -48,10 +47,8 @@ class Twin:
         if needs_services(inputs.scenario):
             endpoints = EndpointController(world, self.api)
             kubelets = {n.name: Kubelet(world, n.name, endpoints) for n in cluster.nodes}
-            for key in sorted({b.pod for fe in lb_table(cluster).services for b in fe.backends}):
-                pod = cluster.pod(key)
-                if readiness_probe(pod) is not None:
-                    self.probers[key] = Prober(world, pod, kubelets[pod.node])
+            for pod, _ in probed_backends(cluster):
+                self.probers[pod.key] = Prober(world, pod, kubelets[pod.node])
         self.clients: dict[str, Client] = {}  # by traffic step name
         self.loops: dict = {}
 
