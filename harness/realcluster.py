@@ -51,6 +51,12 @@ class RealCluster:
         """node -> its agent's NodeSocketLB (socket LB only)."""
         return {n: a.socklb for n, a in self.agents.items() if a.socklb is not None}
 
+    @property
+    def states(self) -> dict[str, str]:
+        """The endpoint states last published (pod key -> ready | not-ready | terminating)."""
+        current = self.store.current() if self.store is not None else None
+        return dict(current.endpoint_states) if current is not None else {}
+
     # -- lifecycle -------------------------------------------------------------------------
 
     def __enter__(self) -> "RealCluster":

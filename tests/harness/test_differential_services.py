@@ -182,7 +182,7 @@ def test_backends_reachable_through_each_service_agree_between_twin_and_real(rea
     for lane, case in enumerate(round_):
         for (name, _, _), state in zip(SLOTS, case["states"]):
             states[f"{lane_ns(lane)}/{pod_name(lane, name)}"] = state
-    current = getattr(rc, "states", {})
+    current = rc.states
     for pod, state in states.items():
         if current.get(pod, "ready") != state:
             rc.set_endpoint_state(pod, state)

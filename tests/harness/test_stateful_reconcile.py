@@ -175,7 +175,7 @@ class ReconcileMachine(RuleBasedStateMachine):
         self.log.append(what)
         self.cluster = build_cluster(manifests(self.labels, self.services, self.policies))
         self.real.program(self.cluster)
-        current = getattr(self.real, "states", {})
+        current = self.real.states
         for pod, state in self.states.items():
             if current.get(pod, "ready") != state:
                 self.real.set_endpoint_state(pod, state)
