@@ -217,6 +217,15 @@ class _RealSteps:
     def on_syscalls(self, step: Step) -> None:
         self.traffic.syscalls(step.traffic)
 
+    def on_label(self, step: Step) -> None:
+        self._change(step)
+
+    def on_arping(self, step: Step) -> None:  # issue 7: the external host's arping (harness-l2)
+        raise NotImplementedError("arping steps need the L2 machinery (issue 7)")
+
+    def on_fault(self, step: Step) -> None:  # issue 7: partition, agent-kill, ... (harness-l2)
+        raise NotImplementedError("fault steps need the L2 machinery (issue 7)")
+
     def on_kill(self, step: Step) -> None:
         self._server(step, self.rc.topo.kill_server(step.pod))
 

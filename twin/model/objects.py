@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field, replace
-from typing import Optional
+from typing import Mapping, Optional
 
 Labels = tuple  # tuple[tuple[str, str], ...] sorted
 
@@ -266,6 +266,9 @@ class Values:
     #: destroy connected UDP sockets to removed backends (socketLB.terminatePodConnections)
     terminate_pod_connections: bool = True
     allow_localhost: str = "auto"
+    #: the agent's API client rate limit (k8sClientRateLimit.qps/burst; Cilium's defaults 5/10)
+    client_qps: float = 5.0
+    client_burst: int = 10
     #: the values file (empty when there is none)
     origin: Origin = Origin()
     #: (field path, line) for each key of the values file, e.g. ("l2announcements.leaseDuration", 7)
@@ -327,6 +330,23 @@ class Cluster:
                 pols[i] = policy
                 return replace(self, policies=tuple(pols))
         return replace(self, policies=tuple(pols) + (policy,))
+
+    def with_labels(self, kind: str, key: str, set_: Mapping[str, str] = {}, remove: tuple[str, ...] = ()) -> "Cluster":
+        """A ``label`` step: set and remove labels of a ``Service`` (key ns/name) or a
+        ``Node`` (key name).  KeyError when there is no such object."""
+        def relabel(labels) -> tuple:
+            d = {k: v for k, v in dict(labels).items() if k not in remove}
+            d.update(set_)
+            return tuple(sorted(d.items()))
+        if kind == "Service":
+            svc = self.service(key)
+            return replace(self, services=tuple(replace(s, labels=relabel(s.labels)) if s is svc else s
+                                                for s in self.services))
+        if kind == "Node":
+            node = self.node(key)
+            return replace(self, nodes=tuple(replace(n, labels=relabel(n.labels)) if n is node else n
+                                             for n in self.nodes))
+        raise KeyError(f"{kind}/{key}")
 
     def without_policy(self, key: str) -> "Cluster":
         if not any(p.key == key for p in self.policies):

@@ -9,6 +9,10 @@ written to ``result.json`` (with the key included).
 * :class:`HoldResult`   a ``check`` of a long-lived connection
 * :class:`SyscallFacts` what strace/tcpdump show for one request through a ClusterIP
 * :class:`KillRecord`   a ``kill``/``restart`` step and when it happened
+* :class:`LeaseTransition` a Lease changing holder (or being lost), as the API server saw it
+* :class:`ArpObservation` ARP seen by the external host: an ``arping`` step's replies, or a gratuitous ARP
+* :class:`FaultRecord`  a ``fault`` step: what was done to which node, and when
+* :class:`L2Check`      the consistency check's finding: a lease holder that cannot answer ARP
 * :class:`Event`        one line of a backend's time-ordered event log
 * :class:`Observations` everything one backend observed in one run
 """
@@ -146,6 +150,97 @@ class KillRecord:
 
 
 @dataclass(frozen=True)
+class LeaseTransition:
+    """A Lease's holder changed at ``t`` (seconds since scenario start), as written to
+    the API server: ``holder`` took it from ``previous`` (None: it was new or free).
+    ``transitions`` is the Lease's ``leaseTransitions`` after the write.
+    ``index`` numbers the transitions of one lease from 0 (the first acquisition)."""
+
+    lease: str  # cilium-l2announce-<ns>-<svc>
+    index: int
+    t: float
+    holder: str
+    previous: str | None = None
+    transitions: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.lease}#{self.index}"
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "key": self.key}
+
+
+@dataclass(frozen=True)
+class ArpObservation:
+    """ARP seen by the external host.
+
+    ``kind``: ``arping`` (the replies to an ``arping`` step, in arrival order) or
+    ``garp`` (a gratuitous ARP for ``ip`` that arrived at ``t``).  ``nodes`` are the
+    repliers' MACs resolved to node names (a MAC of no node stays as the MAC)."""
+
+    name: str  # the arping step's name, or "garp"
+    kind: str  # arping | garp
+    t: float
+    ip: str
+    nodes: tuple[str, ...] = ()
+    macs: tuple[str, ...] = ()
+    step: int = -1
+    index: int = 0  # garp: numbered per ip from 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}@{self.step}" if self.kind == "arping" else f"garp {self.ip}#{self.index}"
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["nodes"], d["macs"], d["key"] = list(self.nodes), list(self.macs), self.key
+        return d
+
+
+@dataclass(frozen=True)
+class FaultRecord:
+    """A ``fault`` step: ``kind`` done to ``node`` at ``t`` (``lease``: the lease whose
+    holder was chosen, for ``holder_of``)."""
+
+    t: float
+    kind: str
+    node: str
+    step: int = -1
+    lease: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind} {self.node}@{self.step}"
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "key": self.key}
+
+
+@dataclass(frozen=True)
+class L2Check:
+    """A finding of the L2 consistency check (lease holders vs programmed responders
+    vs interfaces), run on every node: ``problem`` is ``responder-missing`` (the node
+    holds ``lease`` but answers ARP for none of its IPs) or ``interface-down`` (the
+    node holds ``lease`` but the selected interface ``interface`` is down:
+    cilium#35507), ``since`` when it was first seen."""
+
+    problem: str
+    lease: str
+    node: str
+    since: float
+    interface: str | None = None
+    detail: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.problem} {self.lease} {self.node}"
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "key": self.key}
+
+
+@dataclass(frozen=True)
 class Event:
     """One entry of a backend's event log (``step``, ``api``, ``agent-regenerated``,
     ``pod-not-ready``, ``maps-reconciled`` ...) with its own fields."""
@@ -181,6 +276,10 @@ class Observations:
     holds: list[HoldResult] = field(default_factory=list)
     syscalls: list[SyscallFacts] = field(default_factory=list)
     kills: list[KillRecord] = field(default_factory=list)
+    leases: list[LeaseTransition] = field(default_factory=list)
+    arp: list[ArpObservation] = field(default_factory=list)
+    faults: list[FaultRecord] = field(default_factory=list)
+    l2_checks: list[L2Check] = field(default_factory=list)
     #: the twin's analytical predictions (outage/readmission intervals), one dict per kill
     predictions: list[dict] = field(default_factory=list)
     virtual_seconds: float | None = None
@@ -201,6 +300,10 @@ class Observations:
             "holds": [h.as_dict() for h in self.holds],
             "syscalls": [s.as_dict() for s in self.syscalls],
             "kills": [k.as_dict() for k in self.kills],
+            "leases": [x.as_dict() for x in self.leases],
+            "arp": [x.as_dict() for x in self.arp],
+            "faults": [x.as_dict() for x in self.faults],
+            "l2_checks": [x.as_dict() for x in self.l2_checks],
             "predictions": list(self.predictions),
             "virtual_seconds": self.virtual_seconds, "wall_seconds": self.wall_seconds,
         }

@@ -46,6 +46,15 @@ class RunInputs:
                 for pol in applies.get(step.index, ()):
                     current = current.with_policy(pol)
                 desired[step.index] = current
+            elif step.kind == "label":
+                lb = step.label
+                try:
+                    current = current.with_labels(lb.kind, lb.key, dict(lb.set), lb.remove)
+                except KeyError:
+                    raise InputError([error(f"Scenario {scenario.name}", f"steps[{step.index}].label.object",
+                                            f"{lb.kind}/{lb.key} does not exist", file or scenario.file,
+                                            step.line)]) from None
+                desired[step.index] = current
             elif step.kind == "delete":
                 _, ns, name = step.target.split("/")
                 try:
@@ -93,6 +102,9 @@ class StepHandler(Protocol):
     def on_kill(self, step: Step) -> Any: ...
     def on_restart(self, step: Step) -> Any: ...
     def on_syscalls(self, step: Step) -> Any: ...
+    def on_label(self, step: Step) -> Any: ...
+    def on_arping(self, step: Step) -> Any: ...
+    def on_fault(self, step: Step) -> Any: ...
 
 
 def dispatch(handler: StepHandler, step: Step) -> Any:
@@ -100,6 +112,15 @@ def dispatch(handler: StepHandler, step: Step) -> Any:
     if step.kind not in STEP_KINDS:
         raise ValueError(f"unknown step kind {step.kind!r}")
     return getattr(handler, f"on_{step.kind}")(step)
+
+
+def needs_l2(scenario: Scenario, cluster: Cluster) -> bool:
+    """Whether a run needs the L2 machinery (API server with Leases, electors,
+    ARP responders, the external host's ARP): L2 announcements are enabled and a
+    step uses them, or some LoadBalancer service could be announced."""
+    if not cluster.values.l2.enabled:
+        return False
+    return bool(cluster.l2_policies) or any(s.kind in ("arping", "fault") for s in scenario.steps)
 
 
 def needs_services(scenario: Scenario) -> bool:

@@ -26,6 +26,7 @@ LAN) or an IPv4 address.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +40,11 @@ PROBE_KINDS = {"ping": "ICMP", "http": "TCP", "tcp": "TCP", "udp": "UDP"}
 #: every step kind, in the order the README lists them; ``twin.model.run.dispatch``
 #: calls a handler's ``on_<kind>`` for each
 STEP_KINDS = ("probe", "apply", "delete", "wait", "note", "requests", "loop", "await", "hold", "check",
-              "kill", "restart", "syscalls")
+              "kill", "restart", "syscalls", "label", "arping", "fault")
+#: ``fault`` kinds (L2 announcements and lease loss); see :class:`Fault`
+FAULT_KINDS = ("partition", "heal", "agent-kill", "node-crash", "nic-down", "responder-missing")
+#: the external host on the node LAN (``from: external`` in requests/loop: through the service's LB IP)
+EXTERNAL = "external"
 SERVICE_PREFIX = "svc:"
 
 
@@ -53,6 +58,11 @@ def service_key(dst: str) -> str | None:
     if not dst.startswith(SERVICE_PREFIX):
         return None
     return pod_key(dst[len(SERVICE_PREFIX):])
+
+
+def source_key(ref: str) -> str:
+    """A traffic source: ``external`` (the external host) as is, else :func:`pod_key`."""
+    return ref if ref == EXTERNAL else pod_key(ref)
 VERDICTS = ("FORWARDED", "DROPPED")
 
 PROBE_SCHEMA = {
@@ -66,12 +76,17 @@ HOLD_SCHEMA = {"name": "str", "from": "str", "to": "str", "port": "int", "backen
 SCENARIO_SCHEMA = {
     "scenario": "str", "description": "str", "manifests": ["str"], "values": "str",
     "settings": {"probe_timeout": "str", "policy_propagation": "str", "outage_tolerance": "str",
-                 "chi2_alpha": "any", "request_timeout": "str"},
+                 "chi2_alpha": "any", "request_timeout": "str",
+                 "external": {"arp_accept": "bool", "garp": "str", "base_reachable_time": "str"},
+                 "api_backup_path": "bool", "repeats": "int"},
     "steps": [{"probe": PROBE_SCHEMA, "apply": "str", "delete": "str", "wait": "str", "note": "str",
                "requests": TRAFFIC_SCHEMA, "loop": TRAFFIC_SCHEMA, "hold": HOLD_SCHEMA,
                "check": {"hold": "str", "expect": "str"}, "kill": {"pod": "str"}, "restart": {"pod": "str"},
                "syscalls": {"name": "str", "from": "str", "to": "str", "port": "int"},
-               "await": {"loop": "str"}}],
+               "await": {"loop": "str"},
+               "label": {"object": "str", "set": {"*": "str"}, "remove": ["str"]},
+               "arping": {"name": "str", "ip": "str", "service": "str", "count": "int", "expect": "str"},
+               "fault": {"kind": "str", "node": "str", "holder_of": "str"}}],
 }
 
 
@@ -133,6 +148,62 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class Label:
+    """Set/remove labels of a Service (``Service/NS/NAME``) or a Node (``Node/NAME``)
+    at the API server (``kubectl label``); the desired cluster changes as with ``apply``."""
+
+    kind: str  # Service | Node
+    key: str  # ns/name for a Service, name for a Node
+    set: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Arping:
+    """``arping`` from the external host: who answers ARP for ``ip`` (or for the first
+    LB IP of ``service``).  ``expect``: ``holder`` (exactly the node holding the
+    service's lease answers), ``none`` (nobody answers) or a node name."""
+
+    name: str
+    ip: str = ""
+    service: str = ""  # ns/name
+    count: int = 3
+    expect: str | None = None
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault injected at a node (``node``) or at the node holding a service's lease
+    at that moment (``holder_of: NS/NAME``):
+
+    * ``partition``: the node is cut off from the API server (both paths); LAN traffic still flows
+    * ``heal``: undo a partition of that node
+    * ``agent-kill``: the node's agent is SIGKILLed; programs and maps stay (as in Cilium)
+    * ``node-crash``: the agent is killed and the node stops answering on the LAN
+    * ``nic-down``: the node's LAN interface goes down; the API is still reached over
+      the backup path when ``settings.api_backup_path`` is true (cilium#35507)
+    * ``responder-missing``: from now on the node's agent does not program the ARP
+      responder for leases it takes (cilium#48626, an injected bug)
+    """
+
+    kind: str
+    node: str = ""
+    holder_of: str = ""  # ns/name
+
+
+@dataclass(frozen=True)
+class ExternalHost:
+    """The external host's ARP behaviour (its kernel's sysctls)."""
+
+    #: net.ipv4.conf.<if>.arp_accept: create entries from gratuitous ARP
+    arp_accept: bool = True
+    #: ``honour`` or ``ignore`` gratuitous ARP altogether (an ARP filter drops it)
+    garp: str = "honour"
+    #: net.ipv4.neigh.<if>.base_reachable_time_ms (REACHABLE lasts a random 0.5-1.5x of it)
+    base_reachable_time_s: float = 30.0
+
+
+@dataclass(frozen=True)
 class Step:
     index: int
     kind: str  # probe | apply | delete | wait | note | requests | loop | await | hold | check | kill | restart | syscalls
@@ -147,6 +218,9 @@ class Step:
     seconds: float = 0.0
     text: str = ""
     line: int | None = None
+    label: Label | None = None
+    arping: Arping | None = None
+    fault: Fault | None = None
 
 
 @dataclass(frozen=True)
@@ -159,6 +233,11 @@ class Settings:
     chi2_alpha: float = 0.01
     #: timeout of one request of a requests/loop step
     request_timeout_s: float = 1.0
+    external: ExternalHost = ExternalHost()
+    #: give each node a second path to the API server (for ``nic-down``)
+    api_backup_path: bool = False
+    #: how many times ``make l2-repeat`` runs this scenario on the real side
+    repeats: int = 10
 
 
 @dataclass(frozen=True)
@@ -224,8 +303,26 @@ def parse_scenario(src: Source) -> Scenario:
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         err(("settings", "chi2_alpha"), f"must be a number between 0 and 1 (exclusive), got {alpha!r}")
         alpha = 0.01
+    ext = s.get("external") or {}
+    garp = ext.get("garp", "honour")
+    if garp not in ("honour", "ignore"):
+        err(("settings", "external", "garp"), f"must be honour or ignore, got {garp!r}")
+        garp = "honour"
+    try:
+        reach = parse_duration(ext.get("base_reachable_time", "30s"))
+        if not reach > 0:
+            raise ValueError(f"must be more than 0, got {ext.get('base_reachable_time')!r}")
+    except ValueError as exc:
+        err(("settings", "external", "base_reachable_time"), str(exc))
+        reach = 30.0
+    repeats = s.get("repeats", 10)
+    if not 1 <= repeats <= 1000:
+        err(("settings", "repeats"), f"must be 1-1000, got {repeats}")
+        repeats = 10
     settings = Settings(durations["probe_timeout"], durations["policy_propagation"], durations["outage_tolerance"],
-                        float(alpha), durations["request_timeout"])
+                        float(alpha), durations["request_timeout"],
+                        ExternalHost(bool(ext.get("arp_accept", True)), garp, reach),
+                        bool(s.get("api_backup_path", False)), repeats)
     steps = []
     names = set()
     for i, raw in enumerate(data["steps"]):
@@ -269,7 +366,7 @@ def parse_scenario(src: Source) -> Scenario:
             for req in ("name", "from", "to"):
                 if not t.get(req):
                     err(tp + (req,), "is required")
-            if not str(t.get("to", "")).startswith("svc:"):
+            if not str(t.get("to", "")).startswith(SERVICE_PREFIX):
                 err(tp + ("to",), f"must be svc:NS/NAME (traffic through a service frontend), got {t.get('to')!r}")
             if t.get("kind", "http") not in ("http", "udp"):
                 err(tp + ("kind",), f"must be http or udp, got {t.get('kind')!r}")
@@ -296,7 +393,7 @@ def parse_scenario(src: Source) -> Scenario:
             _port_ok(err, tp + ("port",), t.get("port", 80))
             src_ = str(t.get("from", ""))
             steps.append(Step(i, kind, traffic=Traffic(
-                str(t.get("name")), pod_key(src_), str(t.get("to")), t.get("port", 80),
+                str(t.get("name")), source_key(src_), str(t.get("to")), t.get("port", 80),
                 t.get("kind", "http"), t.get("count", 0), interval, duration, t.get("path", "/"), kind == "loop",
                 t.get("method", "GET")), line=line))
         elif kind == "hold":
@@ -340,6 +437,58 @@ def parse_scenario(src: Source) -> Scenario:
                 err(path + ("delete",), f"must be CiliumNetworkPolicy/NAMESPACE/NAME, got {raw['delete']!r}")
                 continue
             steps.append(Step(i, "delete", target=str(raw["delete"]), line=line))
+        elif kind == "label":
+            lb = raw["label"]
+            lp = path + ("label",)
+            parts = str(lb.get("object", "")).split("/")
+            if parts[0] == "Service" and len(parts) in (2, 3):
+                lkey = pod_key("/".join(parts[1:]))
+            elif parts[0] == "Node" and len(parts) == 2 and parts[1]:
+                lkey = parts[1]
+            else:
+                err(lp + ("object",), f"must be Service/NS/NAME or Node/NAME, got {lb.get('object')!r}")
+                continue
+            if not lb.get("set") and not lb.get("remove"):
+                err(lp, "needs set or remove")
+                continue
+            steps.append(Step(i, "label", label=Label(parts[0], lkey, tuple(sorted((str(k), str(v)) for k, v in
+                                                                                    (lb.get("set") or {}).items())),
+                                                      tuple(str(k) for k in lb.get("remove") or ())), line=line))
+        elif kind == "arping":
+            a = raw["arping"]
+            ap = path + ("arping",)
+            if not a.get("name"):
+                err(ap + ("name",), "is required")
+            if bool(a.get("ip")) == bool(a.get("service")):
+                err(ap, "needs exactly one of ip or service")
+                continue
+            if a.get("ip"):
+                try:
+                    ipaddress.IPv4Address(a["ip"])
+                except ValueError:
+                    err(ap + ("ip",), f"not an IPv4 address: {a['ip']!r}")
+                    continue
+            if a.get("name") in names:
+                err(ap + ("name",), f"duplicate name {a.get('name')!r}")
+            names.add(a.get("name"))
+            cnt = a.get("count", 3)
+            if not 1 <= cnt <= 100:
+                err(ap + ("count",), f"must be 1-100, got {cnt}")
+            steps.append(Step(i, "arping", name=str(a.get("name")), arping=Arping(
+                str(a.get("name")), str(a.get("ip", "")), pod_key(str(a["service"])) if a.get("service") else "",
+                cnt, a.get("expect")), line=line))
+        elif kind == "fault":
+            f = raw["fault"]
+            fp = path + ("fault",)
+            if f.get("kind") not in FAULT_KINDS:
+                err(fp + ("kind",), f"must be one of {', '.join(FAULT_KINDS)}, got {f.get('kind')!r}")
+                continue
+            if bool(f.get("node")) == bool(f.get("holder_of")):
+                err(fp, "needs exactly one of node or holder_of")
+                continue
+            steps.append(Step(i, "fault", fault=Fault(str(f["kind"]), str(f.get("node", "")),
+                                                      pod_key(str(f["holder_of"])) if f.get("holder_of") else ""),
+                              line=line))
         elif kind == "wait":
             try:
                 steps.append(Step(i, "wait", seconds=parse_duration(str(raw["wait"])), line=line))

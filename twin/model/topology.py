@@ -15,6 +15,8 @@ the node's position in manifest order.
 | ClusterIP allocation | hash of namespace/name into the service CIDR, linear probing; spec.clusterIP honoured | |
 | node uplink          | ens5                       | `tc qdisc show dev ens5`, `^ens[0-9]+` |
 | external host        | 192.168.10.200 on the node LAN (stands in for 8.8.8.8 / wttr.in) | |
+| API server host      | 192.168.10.250:6443 on the node LAN (Lease API, etcd inside) | |
+| API backup path      | 192.168.30.0/24: node i at .(i+1), point-to-point to the API server host (`mgmt0`) | |
 """
 from __future__ import annotations
 
@@ -26,6 +28,12 @@ SERVICE_CIDR = ipaddress.IPv4Network("10.10.0.0/16")
 UPLINK = "ens5"
 EXTERNAL_HOST_IP = ipaddress.IPv4Address("192.168.10.200")
 FIRST_POD_HOST = 10
+#: the control plane's host on the node LAN: the Lease API (coordination.k8s.io/v1 subset)
+APISERVER_IP = ipaddress.IPv4Address("192.168.10.250")
+APISERVER_PORT = 6443
+#: a second path from each node to the API server (``settings.api_backup_path``), not on the LAN
+BACKUP_NETWORK = ipaddress.IPv4Network("192.168.30.0/24")
+BACKUP_DEV = "mgmt0"
 
 CONTROL_PLANE_LABEL = "node-role.kubernetes.io/control-plane"
 

@@ -123,6 +123,17 @@ class ScenarioSteps:
         return
         yield
 
+    def on_label(self, step: Step):
+        yield from self.twin.api.apply(f"label {step.label.kind}/{step.label.key}", self.inputs.after(step))
+
+    def on_arping(self, step: Step):  # issue 7 (twin/sim/l2.py)
+        raise NotImplementedError("arping steps need the twin's L2 components (issue 7)")
+        yield
+
+    def on_fault(self, step: Step):  # issue 7 (twin/sim/l2.py)
+        raise NotImplementedError("fault steps need the twin's L2 components (issue 7)")
+        yield
+
     def on_kill(self, step: Step):
         self.world.servers.dead.add(step.pod)
         for c in self.twin.clients.values():

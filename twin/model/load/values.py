@@ -78,6 +78,16 @@ def build_values(doc: Document | None, findings: list) -> Values:
         except ValueError as exc:
             ctx.err(("l2announcements", fld), str(exc))
             timings[attr] = default
+    rate = section("k8sClientRateLimit")
+    qps, burst = rate.get("qps", 5), rate.get("burst", 10)
+    if not isinstance(qps, int) or isinstance(qps, bool) or qps < 1:
+        if "qps" in rate:
+            ctx.err(("k8sClientRateLimit", "qps"), f"must be a positive integer, got {qps!r}")
+        qps = 5
+    if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
+        if "burst" in rate:
+            ctx.err(("k8sClientRateLimit", "burst"), f"must be a positive integer, got {burst!r}")
+        burst = 10
     lines = tuple(sorted((schema.fmt_path(p), ln) for p, ln in doc.lines.items()
                          if ln is not None and all(isinstance(x, str) for x in p)))
     return Values(
@@ -88,6 +98,7 @@ def build_values(doc: Document | None, findings: list) -> Values:
         socket_lb=flag(section("socketLB"), "enabled", kpr_on),
         terminate_pod_connections=flag(section("socketLB"), "terminatePodConnections", True),
         allow_localhost=str(data.get("allowLocalhost", "auto")),
+        client_qps=float(qps), client_burst=int(burst),
         origin=ctx.origin,
         lines=lines,
     )
