@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
-PKGS="python3-bpfcc bpfcc-tools linux-headers-amd64 mininet bridge-utils iproute2 iputils-ping iputils-arping curl iperf3 tcpdump strace python3-venv python3-pyroute2 python3-yaml iptables nftables gcc libc6-dev"
+PKGS="python3-bpfcc bpfcc-tools linux-headers-amd64 mininet bridge-utils iproute2 iputils-ping iputils-arping curl iperf3 tcpdump strace python3-venv python3-pyroute2 python3-yaml iptables nftables gcc libc6-dev etcd-server"
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 if [ "$(id -u)" = 0 ]; then
