@@ -7,7 +7,12 @@ before it creates anything and updates it as it goes::
      "pids":   [{"pid": 4250, "start": 123470, "cmdline": "bash --norc ... mininet:twn3fa9c-lan"}],
      "mounts": ["/run/netns/twn-3fa9c-lan", ...],
      "links":  [],          # links created in the root namespace (normally none)
-     "cgroups": ["/sys/fs/cgroup/unified/twn-3fa9c"]}
+     "cgroups": ["/sys/fs/cgroup/unified/twn-3fa9c"],
+     "dirs":   ["/tmp/run-x/etcd-3fa9c-k2j1"]}   # temporary directories (etcd's data)
+
+A recorded directory is removed only if it still holds the marker file
+``.twin-run-<run>`` written into it when it was recorded (:func:`make_run_dir`),
+so a path reused by someone else is never deleted.
 
 A run is *live* while its owner process exists (same pid and start time).
 :func:`cleanup_leftovers` removes what dead runs left behind: it kills a
@@ -46,7 +51,7 @@ __all__ = [
     "proc_start_time", "proc_cmdline", "pid_matches", "live_run_ids", "CGROUP_ROOT", "CGROUP_PREFIX",
     "remove_cgroup_tree", "signals_deferred", "register_teardown", "unregister_teardown", "finish_teardown",
     "leftovers", "after_interrupt", "own_run_ids", "set_signal_handler", "latch_ctrl_c", "unlatch_ctrl_c",
-    "stop_on_first_ctrl_c",
+    "stop_on_first_ctrl_c", "make_run_dir", "remove_run_dir", "RUN_DIR_MARKER",
 ]
 
 STATE_DIR = Path("/run/twin")
@@ -56,6 +61,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup/unified")  # cgroup2 (hybrid layout: ../share
 CGROUP_PREFIX = "twn-"  # /sys/fs/cgroup/unified/twn-<run>/<node>
 LINK_PREFIX = "twn"  # twn<run><suffix>, at most 15 characters
 _RUN_ID = re.compile(r"^[0-9a-z]{1,8}$")
+RUN_DIR_MARKER = ".twin-run-"  # + run id: a file in every temporary directory a run records
 
 
 def proc_start_time(pid: int) -> int | None:
@@ -106,6 +112,7 @@ class RunState:
     mounts: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
     cgroups: list[str] = field(default_factory=list)
+    dirs: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not _RUN_ID.match(self.run_id):
@@ -137,11 +144,12 @@ class RunState:
         return cls(run_id=d["run_id"], state_dir=Path(path).parent, owner_pid=int(d["owner_pid"]),
                    owner_start=d.get("owner_start"), pids=list(d.get("pids", [])),
                    mounts=list(d.get("mounts", [])), links=list(d.get("links", [])),
-                   cgroups=list(d.get("cgroups", [])))
+                   cgroups=list(d.get("cgroups", [])), dirs=list(d.get("dirs", [])))
 
     def as_dict(self) -> dict:
         return {"run_id": self.run_id, "owner_pid": self.owner_pid, "owner_start": self.owner_start,
-                "pids": self.pids, "mounts": self.mounts, "links": self.links, "cgroups": self.cgroups}
+                "pids": self.pids, "mounts": self.mounts, "links": self.links, "cgroups": self.cgroups,
+                "dirs": self.dirs}
 
     def save(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -181,6 +189,14 @@ class RunState:
 
     def drop_cgroup(self, path: str) -> None:
         self.cgroups = [c for c in self.cgroups if c != str(path)]
+        self.save()
+
+    def add_dir(self, path: str) -> None:
+        self.dirs.append(str(path))
+        self.save()
+
+    def drop_dir(self, path: str) -> None:
+        self.dirs = [d for d in self.dirs if d != str(path)]
         self.save()
 
     def remove(self) -> None:
@@ -223,6 +239,30 @@ def _is_zombie(pid: int) -> bool:
     except OSError:
         return True
     return stat[stat.rfind(")") + 2:].startswith("Z")
+
+
+def make_run_dir(state: RunState, parent: Path | str, prefix: str) -> Path:
+    """A new temporary directory under ``parent`` for ``state``'s run: recorded in the state file
+    first (by its name, reserved with ``mkdtemp``), then marked with ``.twin-run-<run>``."""
+    import tempfile
+
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix=f"{prefix}{state.run_id}-", dir=parent))
+    state.add_dir(str(path))
+    (path / f"{RUN_DIR_MARKER}{state.run_id}").touch()
+    return path
+
+
+def remove_run_dir(path: str | Path, run_id: str) -> bool:
+    """Delete a directory a run recorded, only if it carries the run's marker. False if it is not there."""
+    p = Path(path)
+    if not p.is_dir():
+        return False
+    if not (p / f"{RUN_DIR_MARKER}{run_id}").exists():
+        return False  # not (or no longer) ours: never delete what we cannot prove we made
+    shutil.rmtree(p, ignore_errors=True)
+    return not p.exists()
 
 
 def remove_netns_mount(path: str) -> bool:
@@ -309,6 +349,9 @@ def cleanup_leftovers(state_dir: Path | str = STATE_DIR) -> list[str]:
         for cg in reversed(st.cgroups):
             if Path(cg).is_dir() and remove_cgroup_tree(Path(cg)):
                 lines.append(f"run {st.run_id}: removed cgroup {cg}")
+        for d in st.dirs:
+            if remove_run_dir(d, st.run_id):
+                lines.append(f"run {st.run_id}: removed temporary directory {d}")
         present = set(root_links())
         for name in st.links:
             if name in present:
@@ -510,6 +553,8 @@ def _remove_own_run(run_id: str, state_dir: Path) -> None:
     for cg in (st.cgroups if st else []) + [str(CGROUP_ROOT / f"{CGROUP_PREFIX}{run_id}")]:
         if Path(cg).is_dir():
             remove_cgroup_tree(Path(cg))
+    for d in (st.dirs if st else []):
+        remove_run_dir(d, run_id)
     if st is not None and not _run_objects(run_id, st):
         st.remove()
 
@@ -531,6 +576,9 @@ def _run_objects(run_id: str, st: RunState | None) -> list[str]:
     if st is not None and st.links:
         present = set(root_links())
         out += [f"root-namespace link {name}" for name in st.links if name in present]
+    for d in (st.dirs if st else []):
+        if (Path(d) / f"{RUN_DIR_MARKER}{run_id}").exists():
+            out.append(f"temporary directory {d}")
     return out
 
 

@@ -9,6 +9,6 @@ from __future__ import annotations
 
 from harness.errors import TopologyError
 from harness.topology.build import REPO_ROOT, ExecResult, RealTopology
-from harness.topology.plan import TopologyPlan, lxc_name, plan_topology
+from harness.topology.plan import APISERVER, TopologyPlan, lxc_name, plan_topology
 
-__all__ = ["RealTopology", "ExecResult", "TopologyError", "lxc_name", "REPO_ROOT", "TopologyPlan", "plan_topology"]
+__all__ = ["RealTopology", "ExecResult", "TopologyError", "APISERVER", "lxc_name", "REPO_ROOT", "TopologyPlan", "plan_topology"]

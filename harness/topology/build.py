@@ -17,9 +17,12 @@ Usage::
 from __future__ import annotations
 
 import atexit
+import json
 import os
+import re
 import secrets
 import signal
+import struct
 import subprocess
 import threading
 import time
@@ -28,14 +31,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from harness.cleanup import (LINK_PREFIX, STATE_DIR, RunState, cleanup_leftovers, latch_ctrl_c, leftovers,
-                             register_teardown, remove_cgroup_tree, remove_netns_mount, set_signal_handler,
-                             signals_deferred, unlatch_ctrl_c, unregister_teardown)
+                             make_run_dir, register_teardown, remove_cgroup_tree, remove_netns_mount,
+                             remove_run_dir, set_signal_handler, signals_deferred, unlatch_ctrl_c,
+                             unregister_teardown)
 from harness.errors import TeardownIncomplete, TopologyError
-from harness.topology.plan import (EXTERNAL, LAN, NamespacePlan, ServerPlan, TopologyPlan, lxc_name,
-                                   plan_topology)
+from harness.topology.plan import (APISERVER, EXTERNAL, LAN, PARTITION_TABLE, NamespacePlan, ServerPlan,
+                                   TopologyPlan, lxc_name, plan_topology)
 from twin.model import topology as topodefaults
 from twin.model.apps import app_of_pod
 from twin.model.objects import Cluster
+from twin.model.scenario import ExternalHost
 
 __all__ = ["RealTopology", "ExecResult", "REPO_ROOT"]
 
@@ -74,12 +79,19 @@ class RealTopology:
 
     Targets (for :meth:`exec`, :meth:`popen`, :meth:`netns_path`): a pod key
     (``default/netpod``, or a bare pod name in ``default``), a node name,
-    ``"external"`` or ``"lan"``.
+    ``"external"``, ``"lan"`` or (with ``l2=True``) ``"apiserver"``.
+
+    ``l2=True`` adds the apiserver host and the L2 LAN rules, ``backup_path``
+    the nodes' ``mgmt0`` paths to it, ``external`` the external host's ARP
+    settings (see :mod:`harness.topology.plan`).  Faults (:meth:`partition`,
+    :meth:`heal`, :meth:`nic_down`, :meth:`node_crash`) return the
+    ``time.monotonic()`` by which they are in effect.
     """
 
     def __init__(self, cluster: Cluster, run_id: str | None = None, *,
                  state_dir: Path | str = STATE_DIR, ready_timeout_s: float = 10.0,
-                 static_neighbours: bool = True, start_apps: bool = True) -> None:
+                 static_neighbours: bool = True, start_apps: bool = True, l2: bool = False,
+                 backup_path: bool = False, external: ExternalHost | None = None) -> None:
         self.cluster = cluster
         self.run_id = run_id or secrets.token_hex(3)[:5]
         self.state_dir = Path(state_dir)
@@ -89,7 +101,9 @@ class RealTopology:
         self.external_ip = topodefaults.EXTERNAL_HOST_IP
         #: every name, address and command of this run (pure; see harness.topology.plan)
         self.plan: TopologyPlan = plan_topology(cluster, self.run_id, static_neighbours=static_neighbours,
-                                                start_apps=start_apps, external_ip=self.external_ip)
+                                                start_apps=start_apps, external_ip=self.external_ip,
+                                                l2=l2, backup_path=backup_path, external=external)
+        self.l2, self.backup_path, self.external = l2, backup_path, external
         #: lines from cleanup_leftovers() run at start
         self.cleanup_report: list[str] = []
         self.build_seconds: float | None = None
@@ -107,6 +121,8 @@ class RealTopology:
         self._old_sigterm: Any = None
         self._pods = {p.key: p for p in cluster.pods}
         self._lxc = {p.key: lxc_name(p.key) for p in cluster.pods}
+        self._arp_watch: _ArpWatch | None = None
+        self._partitioned: set[str] = set()
 
     # ----------------------------------------------------------------- names
 
@@ -124,11 +140,14 @@ class RealTopology:
         """Canonical target: a pod key, a node name, ``external`` or ``lan``."""
         if target in (EXTERNAL, LAN) or target in self._pods:
             return target
+        if target == APISERVER and self.plan.l2:
+            return target
         if any(n.name == target for n in self.cluster.nodes):
             return target
         if "/" not in target and f"default/{target}" in self._pods:
             return f"default/{target}"
-        raise TopologyError(f"unknown target {target!r}: not a pod key, node name, 'external' or 'lan'")
+        raise TopologyError(f"unknown target {target!r}: not a pod key, node name, 'external' or 'lan'"
+                            + ("" if self.plan.l2 else " ('apiserver' exists with l2=True)"))
 
     def netns_name(self, target: str) -> str:
         return self.plan.namespace(self.resolve(target)).netns
@@ -136,6 +155,13 @@ class RealTopology:
     def netns_path(self, target: str) -> str:
         """``/run/netns/twn-<run>-<name>``: usable by setns(2), ``ip netns`` and pyroute2."""
         return self.plan.namespace(self.resolve(target)).path
+
+    @property
+    def apiserver_netns(self) -> str:
+        """``/run/netns/twn-<run>-apiserver`` (only with ``l2=True``)."""
+        if not self.plan.l2:
+            raise TopologyError(f"run {self.run_id}: no apiserver host (build the topology with l2=True)")
+        return self.plan.namespace(APISERVER).path
 
     def node_netns(self, node_name: str) -> str:
         self._node(node_name)
@@ -399,7 +425,7 @@ class RealTopology:
 
     def _node_of(self, target: str) -> str | None:
         p = self._pods.get(target)
-        return p.node if p else (target if target not in (EXTERNAL, LAN) else None)
+        return p.node if p else (target if target not in (EXTERNAL, LAN, APISERVER) else None)
 
     def _argv_in(self, target: str, argv: Sequence[str]) -> list[str]:
         t = self.resolve(target)
@@ -446,9 +472,181 @@ class RealTopology:
                 self._state.add_pid(proc.pid, list(argv))
         return proc
 
+    def stop(self, proc: subprocess.Popen, grace_s: float = 2.0) -> float:
+        """End a process started by :meth:`popen` (SIGTERM to its session, SIGKILL after ``grace_s``),
+        forget it; returns the monotonic time it was signalled."""
+        with self._lock:
+            if self._procs.get(proc.pid, (None, None))[1] is not proc:
+                raise TopologyError(f"pid {proc.pid} was not started by this topology's popen()")
+        t = time.monotonic()
+        if proc.poll() is None:
+            try:
+                os.killpg(proc.pid, signal.SIGTERM) if os.getpgid(proc.pid) == proc.pid else proc.terminate()
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                _killpg(proc.pid)
+                proc.wait(timeout=5)
+        for f in (proc.stdout, proc.stderr, proc.stdin):
+            if f:
+                f.close()
+        with self._lock:
+            self._procs.pop(proc.pid, None)
+            if self._state:
+                self._state.drop_pid(proc.pid)
+        return t
+
+    def make_run_dir(self, parent: Path | str, prefix: str) -> Path:
+        """A temporary directory under ``parent``, recorded in the run's state file (so a crashed run's
+        is removed by ``twin cleanup``) and removed by :meth:`close` or :meth:`remove_run_dir`."""
+        if self._state is None or self._closed:
+            raise TopologyError(f"run {self.run_id}: no temporary directory (topology not built, or closed)")
+        return make_run_dir(self._state, parent, prefix)
+
+    def remove_run_dir(self, path: Path | str) -> None:
+        if self._state is None or str(path) not in self._state.dirs:
+            raise TopologyError(f"{path} is not a temporary directory of run {self.run_id}")
+        remove_run_dir(path, self.run_id)
+        if Path(path).exists():
+            raise TopologyError(f"run {self.run_id}: could not remove {path}")
+        self._state.drop_dir(str(path))
+
+    # ---------------------------------------------------------------- faults
+
+    def _ipr(self, target: str) -> Any:
+        from harness.netns import open_iproute
+
+        return open_iproute(self.netns_path(target))
+
+    def _links_down(self, node: str, devs: Sequence[str]) -> float:
+        self._node(node)
+        ipr = self._ipr(node)
+        try:
+            idx = []
+            for dev in devs:
+                found = ipr.link_lookup(ifname=dev)
+                if not found:
+                    raise TopologyError(f"node {node} has no interface {dev}")
+                idx.append(found[0])
+            for i in idx:
+                ipr.link("set", index=i, state="down")
+            return time.monotonic()
+        finally:
+            ipr.close()
+
+    def nic_down(self, node: str) -> float:
+        """Set ``node``'s LAN interface (its uplink, ``ens5``) down; returns when it was down.
+
+        Its routes over the uplink go with it; with the backup path, the API server stays
+        reachable over ``mgmt0`` (metric 100)."""
+        return self._links_down(node, [self.cluster.node(node).uplink])
+
+    def node_crash(self, node: str) -> float:
+        """``node`` stops answering on every interface (uplink and ``mgmt0`` down); the caller
+        kills its agent.  Returns when the interfaces were down."""
+        devs = [self.cluster.node(node).uplink] + ([topodefaults.BACKUP_DEV] if self.plan.backup_path else [])
+        return self._links_down(node, devs)
+
+    def partition(self, node: str) -> float:
+        """Cut ``node`` off from the API server on every path: an nft table in the node's namespace
+        drops packets to and from 192.168.10.250 (LAN and ``mgmt0`` alike; established connections
+        hang as in a real partition).  LAN traffic with everyone else still flows.  Returns when the
+        rules were in place."""
+        self._node(node)
+        api = topodefaults.APISERVER_IP
+        rules = (f"table ip {PARTITION_TABLE} {{\n"
+                 f"  chain output {{ type filter hook output priority 0; policy accept; ip daddr {api} drop; }}\n"
+                 f"  chain input {{ type filter hook input priority 0; policy accept; ip saddr {api} drop; }}\n"
+                 f"  chain forward {{ type filter hook forward priority 0; policy accept; "
+                 f"ip daddr {api} drop; ip saddr {api} drop; }}\n}}")
+        self._nft(node, rules, f"partitioning {node} from the API server")
+        self._partitioned.add(node)
+        return time.monotonic()
+
+    def heal(self, node: str) -> float:
+        """Undo :meth:`partition`; returns when the rules were gone."""
+        self._node(node)
+        self._nft(node, f"delete table ip {PARTITION_TABLE}", f"healing {node}'s partition")
+        self._partitioned.discard(node)
+        return time.monotonic()
+
+    def _nft(self, target: str, script: str, what: str) -> None:
+        res = self.exec(target, ["nft", "-f", "-"], timeout=10, input=script + "\n")
+        if not res.ok:
+            raise TopologyError(f"run {self.run_id}: {what}: nft exit {res.returncode}: {res.stderr.strip()}")
+
+    def node_mac(self, node: str) -> str:
+        """MAC of ``node``'s LAN interface (as planned, and set on the veth at build)."""
+        self._node(node)
+        return self.plan.uplink_mac(node)
+
+    def mac_to_node(self) -> dict[str, str]:
+        return {self.plan.uplink_mac(n.name): n.name for n in self.cluster.nodes}
+
+    # --------------------------------------------------------- external host
+
+    def external_arping(self, ip: str, count: int = 1, timeout: float = 2.0) -> list[tuple[float, str]]:
+        """iputils ``arping -c count -w timeout`` from the external host's eth0; one
+        ``(monotonic time the reply line was read, MAC)`` per reply (none if nobody answers)."""
+        import shutil
+
+        argv = ["arping", "-I", "eth0", "-c", str(int(count)), "-w", f"{timeout:g}", str(ip)]
+        if shutil.which("stdbuf"):  # arping's stdout is a pipe: make it line-buffered so times are honest
+            argv = ["stdbuf", "-oL", *argv]
+        proc = self.popen(EXTERNAL, argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        replies: list[tuple[float, str]] = []
+        try:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                m = _ARPING_REPLY.search(line)
+                if m:
+                    replies.append((time.monotonic(), m.group(1).lower()))
+            proc.wait(timeout=timeout + 5)
+            err = proc.stderr.read() if proc.stderr else ""
+        finally:
+            self.stop(proc)
+        if proc.returncode not in (0, 1):  # 1: no reply
+            raise TopologyError(f"arping {ip} from the external host: exit {proc.returncode}: {err.strip()}")
+        return replies
+
+    def start_arp_watch(self) -> None:
+        """Record every ARP packet the external host's eth0 receives (an AF_PACKET socket made in its
+        namespace, read by a thread); :meth:`arp_events` returns them.  Idempotent."""
+        if self._arp_watch is None:
+            if EXTERNAL not in self._hosts or self._closed:
+                raise TopologyError(f"run {self.run_id}: no external host to watch (not built, or closed)")
+            self._arp_watch = _ArpWatch(self.netns_path(EXTERNAL), "eth0")
+
+    def arp_events(self) -> list[dict]:
+        """``{"t", "op" (request|reply|<number>), "sip", "tip", "sha", "tha", "src", "dst"}`` per ARP
+        packet received since :meth:`start_arp_watch`, in order; ``t`` is ``time.monotonic()``."""
+        if self._arp_watch is None:
+            raise TopologyError("arp_events(): start_arp_watch() was not called")
+        return self._arp_watch.events()
+
+    def external_neigh(self, ip: str) -> dict | None:
+        """The external host's neighbour entry for ``ip`` (``ip -j neigh show``), or None."""
+        res = self.exec(EXTERNAL, ["ip", "-j", "neigh", "show", "to", str(ip), "dev", "eth0"], timeout=5)
+        if not res.ok:
+            raise TopologyError(f"ip neigh show {ip} on the external host: {res.stderr.strip()}")
+        rows = [r for r in json.loads(res.stdout or "[]") if r.get("dst") == str(ip)]
+        return rows[0] if rows else None
+
+    def add_external_onlink(self, network: str) -> None:
+        """Route ``network`` on-link on the external host's eth0 (it then ARPs for its addresses):
+        for LB-IPAM pools added after the build (those in the cluster at build time already are)."""
+        res = self.exec(EXTERNAL, ["ip", "route", "replace", str(network), "dev", "eth0", "scope", "link"])
+        if not res.ok:
+            raise TopologyError(f"route {network} on the external host: {res.stderr.strip()}")
+
     # -------------------------------------------------------------- teardown
 
     def _teardown(self, errors: list[str]) -> None:
+        # 0. the ARP watcher's thread (its socket lives in the external namespace)
+        if self._arp_watch is not None:
+            self._arp_watch.stop()
         # 1. processes we started in the namespaces
         for pid, (_t, proc) in list(self._procs.items()):
             if proc.poll() is None:
@@ -470,6 +668,14 @@ class RealTopology:
                 self._state.drop_pid(pid)
             del self._procs[pid]
         self._servers.clear()
+        # 1b. temporary directories recorded for this run (etcd's data), now that their processes are gone
+        if self._state:
+            for d in list(self._state.dirs):
+                remove_run_dir(d, self.run_id)
+                if Path(d, f".twin-run-{self.run_id}").exists():
+                    errors.append(f"temporary directory {d} still present")
+                else:
+                    self._state.drop_dir(d)
         # 2. links (deleting one end of a veth removes both), the bridge, the cilium_host veths
         for link in reversed(self._links):
             try:
@@ -534,6 +740,68 @@ class RealTopology:
             set_signal_handler(signal.SIGTERM, self._old_sigterm)
             self._old_sigterm = None
         unlatch_ctrl_c()
+
+
+_ARPING_REPLY = re.compile(r"reply from \S+ \[([0-9A-Fa-f:]{17})\]")
+
+
+class _ArpWatch:
+    """A thread reading ARP frames from an AF_PACKET socket opened inside a namespace."""
+
+    def __init__(self, netns: str, ifname: str) -> None:
+        import socket
+
+        from harness.netns import entered_netns
+
+        with entered_netns(netns):  # the socket belongs to the namespace it was made in
+            self._sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+            self._sock.bind((ifname, 0x0806))
+        self._sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        self._sock.settimeout(0.1)
+        self._events: list[dict] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        # kernel receive stamps are CLOCK_REALTIME; put them on CLOCK_MONOTONIC
+        self._offset = time.time() - time.monotonic()
+        self._thread = threading.Thread(target=self._run, name=f"arp-watch {ifname}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import socket
+
+        while not self._stop.is_set():
+            try:
+                data, anc, _flags, addr = self._sock.recvmsg(2048, 64)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            t = time.monotonic()
+            for level, kind, raw in anc:
+                if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS and len(raw) >= 16:
+                    sec, nsec = struct.unpack("qq", raw[:16])
+                    t = min(t, sec + nsec / 1e9 - self._offset)
+            if addr[2] == 4 or len(data) < 42:  # PACKET_OUTGOING: sent by the host itself
+                continue
+            op = struct.unpack("!H", data[20:22])[0]
+            mac = lambda b: ":".join(f"{x:02x}" for x in b)  # noqa: E731
+            ev = {"t": t, "op": {1: "request", 2: "reply"}.get(op, str(op)),
+                  "sip": socket.inet_ntoa(data[28:32]), "tip": socket.inet_ntoa(data[38:42]),
+                  "sha": mac(data[22:28]), "tha": mac(data[32:38]), "src": mac(data[6:12]), "dst": mac(data[0:6])}
+            with self._lock:
+                self._events.append(ev)
+
+    def events(self) -> list[dict]:
+        with self._lock:
+            return list(self._events)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._sock.close()
+
+
+_SO_TIMESTAMPNS = 35  # SO_TIMESTAMPNS_OLD on x86_64
 
 
 def _killpg(pid: int) -> None:
