@@ -35,7 +35,7 @@ from harness.cleanup import (LINK_PREFIX, STATE_DIR, RunState, cleanup_leftovers
                              remove_run_dir, set_signal_handler, signals_deferred, unlatch_ctrl_c,
                              unregister_teardown)
 from harness.errors import TeardownIncomplete, TopologyError
-from harness.topology.plan import (APISERVER, EXTERNAL, LAN, PARTITION_TABLE, NamespacePlan, ServerPlan,
+from harness.topology.plan import (APISERVER, EXTERNAL, GARP_TABLE, LAN, PARTITION_TABLE, NamespacePlan, ServerPlan,
                                    TopologyPlan, lxc_name, plan_topology)
 from twin.model import topology as topodefaults
 from twin.model.apps import app_of_pod
@@ -634,12 +634,22 @@ class RealTopology:
         rows = [r for r in json.loads(res.stdout or "[]") if r.get("dst") == str(ip)]
         return rows[0] if rows else None
 
-    def add_external_onlink(self, network: str) -> None:
-        """Route ``network`` on-link on the external host's eth0 (it then ARPs for its addresses):
-        for LB-IPAM pools added after the build (those in the cluster at build time already are)."""
-        res = self.exec(EXTERNAL, ["ip", "route", "replace", str(network), "dev", "eth0", "scope", "link"])
+    def external_add_pool(self, network: str) -> None:
+        """Make the external host treat ``network`` (an LB-IPAM pool added after the build) as the
+        build does the cluster's pools: routed on-link on eth0 (it ARPs for its addresses) and, with
+        ``garp: ignore``, its addresses added to the gratuitous-ARP filter."""
+        import ipaddress
+
+        net = ipaddress.IPv4Network(network, strict=False)
+        res = self.exec(EXTERNAL, ["ip", "route", "replace", str(net), "dev", "eth0", "scope", "link"])
         if not res.ok:
-            raise TopologyError(f"route {network} on the external host: {res.stderr.strip()}")
+            raise TopologyError(f"route {net} on the external host: {res.stderr.strip()}")
+        if self.external is not None and self.external.garp == "ignore":
+            if net.num_addresses > 65536:
+                raise TopologyError(f"pool {net}: too many addresses to list in the external host's ARP filter")
+            elems = ", ".join(f"{a} . {a}" for a in net)
+            self._nft(EXTERNAL, f"add element arp {GARP_TABLE} garp {{ {elems} }}",
+                      f"adding pool {net} to the external host's gratuitous-ARP filter")
 
     # -------------------------------------------------------------- teardown
 

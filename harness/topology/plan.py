@@ -32,7 +32,11 @@ reachable when the uplink is down (cilium#35507).  ``external`` (a scenario's
 :class:`~twin.model.scenario.ExternalHost`) sets the external host's
 ``arp_accept`` and ``base_reachable_time_ms`` on ``eth0``; ``garp: ignore``
 adds an nft ``arp`` input rule there dropping ARP whose sender IP equals its
-target IP (for every address of the node network and of the cluster's pools).
+target IP.  nft cannot compare two packet fields and this kernel has no tc
+``gact`` action, so the rule matches a set of ``X . X`` pairs listing every
+address of the node network and of the cluster's pools
+(:meth:`~harness.topology.RealTopology.external_add_pool` adds pools that
+appear later).
 
 ``cilium_host`` is a veth paired with ``cilium_net``, as in Cilium (this
 kernel has no ``dummy`` driver).  By default pod and node also get static
