@@ -186,3 +186,112 @@ def test_the_plan_module_does_no_io():
     assert not imported & {"os", "subprocess", "socket", "shutil", "pathlib", "mininet", "pyroute2", "time"}
     calls = {n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
     assert "open" not in calls
+
+
+# ------------------------------------------------------------------ L2: apiserver host, backup path, external ARP
+
+SEED_L2 = str(ROOT / "examples/seed/l2.yaml")
+API = topodefaults.APISERVER_IP
+API32 = ipaddress.IPv4Network(f"{API}/32")
+
+
+def l2_plan(**kw):
+    return plan_topology(load_cluster([SEED_PODS, SEED_L2]), "abc12", l2=True, **kw)
+
+
+def test_l2_plan_puts_the_apiserver_host_on_the_lan_and_hardens_node_arp():
+    from harness.topology.plan import APISERVER
+
+    plan = l2_plan()
+    api = plan.namespace(APISERVER)
+    assert api.netns == "twn-abc12-apiserver" and api.host_name == "twnabc12-apiserver"
+    assert [str(a.ip) for a in api.addresses] == [f"{API}/24"] and api.routes == ()
+    assert any(v.target1 == LAN and v.name1 == "api" and v.target2 == APISERVER and v.name2 == "eth0"
+               for v in plan.veths)
+    assert len(plan.namespace(LAN).bridge_ports) == 3 + 2
+    for node in ("k8s-s", "k8s-w1", "k8s-w2"):
+        ns = plan.namespace(node)
+        # the uplink answers ARP only for its own address and never by proxy: LB IPs are the BPF responder's
+        assert {("net.ipv4.conf.ens5.arp_ignore", "1"), ("net.ipv4.conf.ens5.proxy_arp", "0")} <= set(ns.sysctls)
+        assert [r.command() for r in ns.routes if r.dst == API32] == [
+            f"ip route add {API}/32 dev ens5 metric 10 scope link"]
+        assert "mgmt0" not in plan.interfaces(node)
+    # the external host ARPs for LB IPs itself: the pool is on-link, no static neighbour for it
+    ext = plan.namespace(EXTERNAL)
+    assert "ip route add 10.10.200.0/29 dev eth0 scope link" in ext.commands()
+    assert ext.neighbours == ()
+    assert plan.uplink_mac("k8s-w1") == next(v.mac2 for v in plan.veths if v.target2 == "k8s-w1" and v.target1 == LAN)
+
+
+def test_backup_path_gives_each_node_a_mgmt0_veth_to_the_apiserver_and_a_metric_100_route():
+    from harness.topology.plan import APISERVER, BACKUP_PEER_IP
+
+    plan = l2_plan(backup_path=True)
+    assert str(BACKUP_PEER_IP) == "192.168.30.254"
+    api = plan.namespace(APISERVER)
+    for i, node in enumerate(("k8s-s", "k8s-w1", "k8s-w2")):
+        mine = topodefaults.BACKUP_NETWORK.network_address + i + 1
+        assert plan.backup_ip(node) == mine
+        [v] = [v for v in plan.veths if v.target1 == node and v.name1 == topodefaults.BACKUP_DEV]
+        assert (v.target2, v.name2) == (APISERVER, f"bk{i}")
+        ns = plan.namespace(node)
+        assert "mgmt0" in ns.up and f"ip addr add {mine}/32 dev mgmt0" in ns.commands()
+        api_routes = sorted((r.metric, r.dev, r.via) for r in ns.routes if r.dst == API32)
+        assert api_routes == [(10, "ens5", None), (100, "mgmt0", BACKUP_PEER_IP)]
+        assert f"ip route add {BACKUP_PEER_IP}/32 dev mgmt0 scope link" in ns.commands()
+        # the apiserver host routes the node's mgmt address back over that veth
+        assert f"ip addr add {BACKUP_PEER_IP}/32 dev bk{i}" in api.commands()
+        assert f"ip route add {mine}/32 dev bk{i} scope link" in api.commands()
+
+
+def test_external_host_settings_become_sysctls_and_garp_ignore_an_arp_filter():
+    from twin.model.scenario import ExternalHost
+
+    plan = l2_plan(external=ExternalHost(arp_accept=False, garp="honour", base_reachable_time_s=2.5))
+    ext = plan.namespace(EXTERNAL)
+    assert {("net.ipv4.conf.eth0.arp_accept", "0"), ("net.ipv4.neigh.eth0.base_reachable_time_ms", "2500")} \
+        <= set(ext.sysctls)
+    assert ext.nft == ""
+    ignore = l2_plan(external=ExternalHost(garp="ignore")).namespace(EXTERNAL)
+    assert ("net.ipv4.conf.eth0.arp_accept", "1") in ignore.sysctls
+    assert ignore.nft.startswith("table arp twin_garp")
+    assert "arp saddr ip . arp daddr ip @garp" in ignore.nft and " drop;" in ignore.nft
+    # sender = target pairs for every node-network and pool address, and only those
+    assert "10.10.200.3 . 10.10.200.3" in ignore.nft and "192.168.10.250 . 192.168.10.250" in ignore.nft
+    assert "10.10.200.8 . " not in ignore.nft
+    assert ignore.commands()[-1].startswith("nft -f - <<'EOF'\ntable arp twin_garp")
+    with pytest.raises(TopologyError, match="garp must be"):
+        l2_plan(external=ExternalHost(garp="sometimes"))
+
+
+def test_backup_path_without_l2_and_a_node_on_the_apiserver_address_are_refused():
+    with pytest.raises(TopologyError, match="backup_path=True needs l2=True"):
+        plan_topology(load_cluster([SEED_PODS]), "x", backup_path=True)
+    docs = [{"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"},
+             "status": {"addresses": [{"type": "InternalIP", "address": str(API)}]}}]
+    cluster = load(yaml.safe_dump_all(docs))
+    assert cluster.node("n1").ip == API
+    with pytest.raises(TopologyError, match="collides with node n1"):
+        plan_topology(cluster, "x", l2=True)
+    # without l2 nothing of it appears (existing runs are unchanged)
+    plain = seed_plan()
+    assert "apiserver" not in plain.targets and not plain.l2
+    assert not [c for ns in plain.namespaces for c in ns.commands() if "arp_ignore" in c or "250" in c]
+
+
+@settings(max_examples=30, deadline=None)
+@given(clusters())
+def test_any_cluster_gets_an_l2_plan_with_unique_names_and_one_backup_address_per_node(cluster):
+    from hypothesis import assume
+
+    from harness.topology.plan import APISERVER
+
+    assume(all(n.name != APISERVER for n in cluster.nodes))
+    plan = plan_topology(cluster, "p0", l2=True, backup_path=True)
+    assert plan.targets[-1] == APISERVER
+    assert len({ns.netns for ns in plan.namespaces}) == len(plan.namespaces)
+    ips = [ip for _n, ip in plan.backup_ips]
+    assert len(set(ips)) == len(cluster.nodes) and all(ip in topodefaults.BACKUP_NETWORK for ip in ips)
+    for t in plan.targets:
+        ifs = plan.interfaces(t)
+        assert len(set(ifs)) == len(ifs) and all(0 < len(i) <= IFNAMSIZ for i in ifs)
