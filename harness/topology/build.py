@@ -543,6 +543,18 @@ class RealTopology:
         reachable over ``mgmt0`` (metric 100)."""
         return self._links_down(node, [self.cluster.node(node).uplink])
 
+    def nic_up(self, node: str) -> float:
+        """Undo :meth:`nic_down`: the uplink up again and the plan's routes over it restored (setting a
+        link down flushes them).  Returns when the routes were back."""
+        uplink = self.cluster.node(node).uplink
+        ns = self.plan.namespace(node)
+        lines = [f"ip link set {uplink} up"]
+        lines += [r.command().replace("ip route add", "ip route replace", 1) for r in ns.routes if r.dev == uplink]
+        res = self.exec(node, ["sh", "-ec", "\n".join(lines)], timeout=10)
+        if not res.ok:
+            raise TopologyError(f"run {self.run_id}: bringing {node}'s {uplink} back: {res.stderr.strip()}")
+        return time.monotonic()
+
     def node_crash(self, node: str) -> float:
         """``node`` stops answering on every interface (uplink and ``mgmt0`` down); the caller
         kills its agent.  Returns when the interfaces were down."""

@@ -215,6 +215,9 @@ def test_with_the_backup_path_a_node_whose_lan_interface_is_down_still_reaches_t
     assert "dev mgmt0" in route, route
     assert not cp.topo.exec("k8s-w2", ["ping", "-c1", "-W1", "192.168.10.101"]).ok  # the LAN is gone
     assert reach(cp, "k8s-w2") == "reached"
+    cp.topo.nic_up("k8s-w2")
+    assert "dev ens5" in cp.topo.exec("k8s-w2", ["ip", "route", "get", "192.168.10.250"]).stdout
+    assert cp.topo.exec("k8s-w2", ["ping", "-c1", "-W1", "172.16.1.10"]).ok  # pod CIDR routes are back
 
 
 # ------------------------------------------------------------------ ARP
