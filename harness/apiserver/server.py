@@ -362,23 +362,29 @@ class LeaseStore:
         if rv and not rv.isdigit():
             raise _bad_request(f"invalid resourceVersion {rv!r}: must be an unsigned integer")
         key = _key(ns, name)
-        cur = self.etcd.get(key)
-        if cur is None:
-            raise _not_found(name)
-        old, old_rev = cur
-        if rv and int(rv) != old_rev:
-            raise _conflict(name)
-        # identity and creation are the server's: keep them whatever the client sent
-        obj["metadata"]["uid"] = old["metadata"].get("uid")
-        obj["metadata"]["creationTimestamp"] = old["metadata"].get("creationTimestamp")
-        if obj == old:  # as Kubernetes: an update that changes nothing writes nothing (same resourceVersion)
-            return _with_rv(old, old_rev)
-        # the compare is on the revision just read: a concurrent writer in between loses here
-        ok, rev, now = self.etcd.txn(key, {"target": "MOD", "result": "EQUAL", "mod_revision": str(old_rev)}, obj)
-        if not ok:
+        spec_meta = json.loads(json.dumps(obj))
+        while True:  # as Kubernetes' GuaranteedUpdate: an unconditional update retries on a concurrent write
+            cur = self.etcd.get(key)
+            if cur is None:
+                raise _not_found(name)
+            old, old_rev = cur
+            if rv and int(rv) != old_rev:
+                raise _conflict(name)
+            obj = json.loads(json.dumps(spec_meta))
+            # identity and creation are the server's: keep them whatever the client sent
+            obj["metadata"]["uid"] = old["metadata"].get("uid")
+            obj["metadata"]["creationTimestamp"] = old["metadata"].get("creationTimestamp")
+            if obj == old:  # as Kubernetes: an update that changes nothing writes nothing (same resourceVersion)
+                return _with_rv(old, old_rev)
+            # the compare is on the revision just read: a concurrent writer in between loses here
+            ok, rev, now = self.etcd.txn(key, {"target": "MOD", "result": "EQUAL", "mod_revision": str(old_rev)},
+                                         obj)
+            if ok:
+                break
             if now is None:
                 raise _not_found(name)
-            raise _conflict(name)
+            if rv:
+                raise _conflict(name)
         self._log("update", ns, name, obj, old, rev)
         return _with_rv(obj, rev)
 

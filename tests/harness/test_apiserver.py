@@ -134,6 +134,33 @@ def test_update_with_a_stale_resource_version_is_a_409_conflict(cp):
         assert api.read_namespaced_lease("stale", NS).spec.holder_identity == "k8s-w1"
 
 
+def test_of_concurrent_updates_from_one_resource_version_exactly_one_wins(cp):
+    import threading
+
+    with leases(cp, "k8s-w1") as api:
+        base = api.create_namespaced_lease(NS, lease("race", "nobody"))
+    netns = cp.topo.node_netns("k8s-w1")
+    path = f"/apis/coordination.k8s.io/v1/namespaces/{NS}/leases/race"
+    codes: dict[str, int] = {}
+
+    def put(holder: str) -> None:
+        body = {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": "race", "namespace": NS, "resourceVersion": base.metadata.resource_version},
+                "spec": {"holderIdentity": holder, "leaseDurationSeconds": 3}}
+        codes[holder] = ns_http(netns, "PUT", cp.ip, cp.port, path, json.dumps(body).encode(), timeout_s=10)[0]
+
+    threads = [threading.Thread(target=put, args=(f"k8s-w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes.values()) == [200] + [409] * 5, codes
+    [winner] = [h for h, c in codes.items() if c == 200]
+    with leases(cp, "k8s-w2") as api:
+        assert api.read_namespaced_lease("race", NS).spec.holder_identity == winner
+    assert [e["holder"] for e in cp.lease_log() if e["lease"] == "race" and e["verb"] == "update"] == [winner]
+
+
 def test_missing_lease_is_404_and_creating_an_existing_one_is_409_already_exists(cp):
     with leases(cp, "k8s-w1") as api:
         with pytest.raises(client.ApiException) as exc:
