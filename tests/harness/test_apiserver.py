@@ -318,17 +318,21 @@ def test_a_crashed_node_answers_nothing_on_any_interface(cp):
 # ------------------------------------------------------------------ teardown
 
 
-def test_close_removes_etcd_the_api_server_the_namespaces_and_the_data(tmp_path):
+@pytest.mark.parametrize("closer", ["controlplane", "topology only"])
+def test_close_removes_etcd_the_api_server_the_namespaces_and_the_data(tmp_path, closer):
     with RealTopology(load_cluster([SEED_PODS]), l2=True) as topo:
-        with ControlPlane(topo, tmp_path) as plane:
-            pids = [plane.api_pid, plane.etcd_pid]
-            data = plane.data_dir
-            assert all(alive(p) for p in pids) and data.is_dir()
-            state = json.loads(Path(topo.state_dir, f"{topo.run_id}.json").read_text())
-            assert str(data) in state["dirs"] and set(pids) <= {e["pid"] for e in state["pids"]}
-        assert not any(alive(p) for p in pids) and not data.exists()
-        assert json.loads(Path(topo.state_dir, f"{topo.run_id}.json").read_text())["dirs"] == []
+        plane = ControlPlane(topo, tmp_path).start()
+        pids = [plane.api_pid, plane.etcd_pid]
+        data = plane.data_dir
+        assert all(alive(p) for p in pids) and data.is_dir()
+        state = json.loads(Path(topo.state_dir, f"{topo.run_id}.json").read_text())
+        assert str(data) in state["dirs"] and set(pids) <= {e["pid"] for e in state["pids"]}
+        if closer == "controlplane":
+            plane.close()
+            assert not any(alive(p) for p in pids) and not data.exists()
+            assert json.loads(Path(topo.state_dir, f"{topo.run_id}.json").read_text())["dirs"] == []
         run_id = topo.run_id
+    assert not any(alive(p) for p in pids) and not data.exists()
     assert list(Path("/run/netns").glob(f"twn-{run_id}-*")) == []
     assert not Path(f"/run/twin/{run_id}.json").exists()
 
