@@ -1,0 +1,27 @@
+/* tc programs for the node's LAN interface(s), clsact direct-action.
+ *
+ *   from_netdev  tc ingress: ARP responder (lib/l2_responder.h), then
+ *                north-south load-balancing and NAT replies (lib/nodeport.h)
+ *   to_netdev    tc egress: reverse NAT of local backends' replies
+ *
+ * Everything that is neither ARP for a responder entry nor traffic of a
+ * north-south frontend passes untouched.
+ */
+#include "lib/common.h"
+#include "lib/lb.h"
+#include "lib/l2_responder.h"
+#include "lib/nodeport.h"
+
+int from_netdev(struct __sk_buff *skb)
+{
+	int ret = l2_respond(skb);
+
+	if (ret != TC_ACT_OK)
+		return ret;
+	return ns_ingress(skb);
+}
+
+int to_netdev(struct __sk_buff *skb)
+{
+	return ns_egress(skb);
+}

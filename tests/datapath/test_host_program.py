@@ -1,0 +1,262 @@
+"""The host program on the node's LAN interface (bpf_host.c), in namespaces:
+a LAN bridge with two worker nodes of the seed cluster (k8s-w1, k8s-w2, each
+with its webpod behind an lxc veth) and an external host.
+
+ARP responder: arping from the external host gets one reply per request
+with the node interface's MAC, only for IPs in the responder map.  GARP: the
+external host's neighbour table learns the MAC.  North-south: TCP from the
+external host to an LB IP reaches a local backend (reply reverse-NATed at
+LAN egress) or a remote one (SNAT to the node IP, both translations undone
+at LAN ingress), spreads over the backends, and unrelated traffic passes.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from conftest import require_kernel
+from topology import PYTHON, Pod, Topology, sh
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "pure"))
+
+pytestmark = pytest.mark.datapath
+
+LB1, LB2 = ipaddress.IPv4Address("10.10.200.1"), ipaddress.IPv4Address("10.10.200.2")
+EXT_IP = "192.168.10.200"
+NODES = {"k8s-w1": ("192.168.10.101", "172.16.1.0/24"), "k8s-w2": ("192.168.10.102", "172.16.2.0/24")}
+PODS = {"k8s-w1": ("webpod1", "172.16.1.10"), "k8s-w2": ("webpod2", "172.16.2.10")}
+
+# A TCP server that answers with its pod name and the peer address it saw.
+SERVER = r"""
+import socket, sys
+name, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", port)); s.listen(64); print("ready", flush=True)
+while True:
+    c, peer = s.accept()
+    try:
+        c.recv(100); c.sendall(f"{name} {peer[0]}".encode())
+    finally:
+        c.close()
+"""
+
+# N connections to host:port; one JSON line per attempt: reply and the peer the socket saw.
+CLIENT = r"""
+import json, socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+for _ in range(n):
+    s = socket.socket(); s.settimeout(2)
+    try:
+        s.connect((host, port)); peer = s.getpeername(); s.sendall(b"hi")
+        print(json.dumps({"reply": s.recv(100).decode(), "peer": f"{peer[0]}:{peer[1]}"}))
+    except OSError as e:
+        print(json.dumps({"error": type(e).__name__}))
+    finally:
+        s.close()
+"""
+
+
+@dataclass
+class Lan:
+    topo: Topology
+    lan: str
+    ext: str
+    nodes: dict[str, str]  # node name -> netns
+    pods: dict[str, Pod]  # node name -> its webpod
+
+    def ns(self, netns: str, *cmd: str, check: bool = True, timeout: float = 20):
+        return sh("ip", "netns", "exec", netns, *cmd, check=check, timeout=timeout)
+
+    def mac(self, netns: str, dev: str) -> str:
+        return str(json.loads(self.ns(netns, "ip", "-j", "link", "show", dev).stdout)[0]["address"])
+
+    def arping(self, ip, count: int = 3, deadline: int = 5) -> tuple[int, int, set[str]]:
+        """(requests sent, replies received, MACs that replied) from the external host."""
+        out = self.ns(self.ext, "arping", "-c", str(count), "-w", str(deadline), "-I", "eth0", str(ip),
+                      check=False, timeout=deadline + 10).stdout
+        sent = int(re.search(r"Sent (\d+) probe", out).group(1))
+        received = int(re.search(r"Received (\d+) response", out).group(1))
+        macs = {m.lower() for m in re.findall(r"reply from \S+ \[([0-9A-Fa-f:]+)\]", out)}
+        return sent, received, macs
+
+    def connect(self, ip, port: int, n: int) -> list[dict]:
+        out = self.ns(self.ext, PYTHON, "-c", CLIENT, str(ip), str(port), str(n), timeout=10 + 3 * n).stdout
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+def _build(t: Topology) -> Lan:
+    lan, ext = t.add_node("lan"), t.add_node("ext")
+    sh("ip", "netns", "exec", lan, "ip", "link", "add", "br0", "type", "bridge")
+    sh("ip", "netns", "exec", lan, "ip", "link", "set", "br0", "up")
+    ports = [(ext, "eth0", EXT_IP)]
+    nodes: dict[str, str] = {}
+    for name, (ip, _cidr) in NODES.items():
+        nodes[name] = t.add_node(name)
+        ports.append((nodes[name], "ens5", ip))
+    for i, (netns, dev, ip) in enumerate(ports):
+        sh("ip", "link", "add", dev, "netns", netns, "type", "veth", "peer", "name", f"p{i}", "netns", lan)
+        sh("ip", "netns", "exec", lan, "ip", "link", "set", f"p{i}", "master", "br0", "up")
+        sh("ip", "netns", "exec", netns, "ip", "addr", "add", f"{ip}/24", "dev", dev)
+        sh("ip", "netns", "exec", netns, "ip", "link", "set", dev, "up")
+    # the external host reaches LB IPs on-link (it ARPs for them), pod CIDRs via nodes
+    sh("ip", "netns", "exec", ext, "ip", "route", "add", "10.10.200.0/29", "dev", "eth0")
+    for name, netns in nodes.items():
+        for other, (oip, ocidr) in NODES.items():
+            if other != name:
+                sh("ip", "netns", "exec", netns, "ip", "route", "add", ocidr, "via", oip)
+    pods = {name: t.add_pod(PODS[name][0], PODS[name][1], node=netns) for name, netns in nodes.items()}
+    return Lan(t, lan, ext, nodes, pods)
+
+
+@pytest.fixture(scope="module")
+def lan() -> Iterator[Lan]:
+    require_kernel()
+    t = Topology()
+    procs = []
+    try:
+        env = _build(t)
+        for name, pod in env.pods.items():
+            proc = pod.popen(PYTHON, "-c", SERVER, pod.name, "80")
+            procs.append(proc)
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        yield env
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+        t.destroy()
+
+
+@pytest.fixture(scope="module")
+def dps(lan: Lan) -> Iterator[dict]:
+    """A NodeDatapath per node with the host program on ens5."""
+    from datapath.node import NodeDatapath
+
+    out = {}
+    try:
+        for name, netns in lan.nodes.items():
+            out[name] = NodeDatapath(netns).open()
+            out[name].attach_host(["ens5"], NODES[name][0])
+        yield out
+    finally:
+        for dp in out.values():
+            dp.close()
+
+
+@pytest.fixture
+def clean(dps) -> Iterator[dict]:
+    """No responder entries and no north-south frontends before and after the test."""
+    from twin.semantics.tables import LBTable
+
+    def reset() -> None:
+        for dp in dps.values():
+            dp.set_l2_responders([])
+            dp.set_north_south(LBTable(), seed(), "k8s-w1")
+    reset()
+    yield dps
+    reset()
+
+
+def seed():
+    from twinhelp import seed_cluster
+    return seed_cluster()
+
+
+# -- ARP responder ------------------------------------------------------------------------------
+
+def test_nothing_on_the_node_answers_arp_for_an_lb_ip_without_a_responder_entry(lan, clean):
+    for netns in lan.nodes.values():  # no address, no proxy ARP on the LAN interface
+        assert lan.ns(netns, "sysctl", "-n", "net.ipv4.conf.ens5.proxy_arp").stdout.strip() == "0"
+        assert str(LB1) not in lan.ns(netns, "ip", "-4", "addr").stdout
+    sent, received, _ = lan.arping(LB1, count=2, deadline=3)
+    assert sent >= 2 and received == 0
+
+
+def test_responder_entry_answers_each_request_once_with_the_interface_mac(lan, clean):
+    dp = clean["k8s-w1"]
+    dp.set_l2_responders([(LB1, "ens5")])
+    assert dp.l2_responders() == {(LB1, "ens5")}
+    sent, received, macs = lan.arping(LB1, count=3)
+    assert (sent, received) == (3, 3)
+    assert macs == {lan.mac(lan.nodes["k8s-w1"], "ens5")}
+    assert dp.l2_responder_stats()[(LB1, "ens5")] == 3
+    # an IP without an entry: no reply from anyone
+    assert lan.arping(LB2, count=2, deadline=3)[1] == 0
+
+
+def test_removing_the_entry_stops_the_replies(lan, clean):
+    dp = clean["k8s-w1"]
+    dp.set_l2_responders([(LB1, "ens5")])
+    assert lan.arping(LB1, count=1)[1] == 1
+    result = dp.set_l2_responders([])
+    assert result.deleted == 1 and dp.l2_responders() == set()
+    assert lan.arping(LB1, count=2, deadline=3)[1] == 0
+
+
+def test_the_entry_of_another_node_answers_with_that_nodes_mac(lan, clean):
+    clean["k8s-w2"].set_l2_responders([(LB1, "ens5")])
+    sent, received, macs = lan.arping(LB1, count=2)
+    assert (sent, received) == (2, 2) and macs == {lan.mac(lan.nodes["k8s-w2"], "ens5")}
+
+
+def test_gratuitous_requests_are_not_answered(lan, clean):
+    dp = clean["k8s-w1"]
+    dp.set_l2_responders([(LB1, "ens5")])
+    # -U: unsolicited ARP, sender IP = target IP = LB1 (what a node announcing LB1 sends)
+    lan.ns(lan.ext, "arping", "-U", "-c", "2", "-I", "eth0", str(LB1), check=False, timeout=15)
+    assert dp.l2_responder_stats()[(LB1, "ens5")] == 0
+    assert lan.arping(LB1, count=1)[1] == 1  # a normal request still is
+
+
+def test_responder_needs_the_host_program_on_the_interface(clean):
+    from datapath.errors import AttachError
+
+    with pytest.raises(AttachError, match="not attached"):
+        clean["k8s-w1"].set_l2_responders([(LB1, "lo")])
+
+
+# -- gratuitous ARP -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("arp_accept", [1, 0])
+def test_garp_updates_the_neighbour_table_of_a_host_that_accepts_it(lan, clean, arp_accept):
+    from datapath.garp import send_garp
+
+    lan.ns(lan.ext, "ip", "neigh", "flush", "dev", "eth0")
+    lan.ns(lan.ext, "sysctl", "-qw", f"net.ipv4.conf.eth0.arp_accept={arp_accept}")
+    try:
+        send_garp(f"/run/netns/{lan.nodes['k8s-w2']}", "ens5", LB2)
+        mac = lan.mac(lan.nodes["k8s-w2"], "ens5")
+        seen = ""
+        for _ in range(20):
+            seen = lan.ns(lan.ext, "ip", "neigh", "show", str(LB2), "dev", "eth0").stdout
+            if seen.strip():
+                break
+            time.sleep(0.05)
+        if arp_accept:
+            assert f"lladdr {mac}" in seen
+        else:
+            assert seen.strip() == ""
+    finally:
+        lan.ns(lan.ext, "sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=0")
+        lan.ns(lan.ext, "ip", "neigh", "flush", "dev", "eth0")
+
+
+def test_garp_names_a_missing_interface():
+    from datapath.garp import GarpError, send_garp
+
+    require_kernel()
+    t = Topology()
+    try:
+        netns = t.add_node("g")
+        with pytest.raises(GarpError, match="nope0"):
+            send_garp(f"/run/netns/{netns}", "nope0", LB1)
+    finally:
+        t.destroy()
