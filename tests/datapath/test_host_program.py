@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -260,3 +261,88 @@ def test_garp_names_a_missing_interface():
             send_garp(f"/run/netns/{netns}", "nope0", LB1)
     finally:
         t.destroy()
+
+
+# -- north-south load-balancing -------------------------------------------------------------------
+
+def frontend(*pods: str, ip=LB1, port: int = 80):
+    """svc1's frontend with the named seed pods as active backends."""
+    from twin.model.enums import Protocol
+    from twin.semantics.tables import LBBackend, LBService
+
+    c = seed()
+    bes = tuple(LBBackend(c.pod(f"default/{p}").ip, 80, Protocol.TCP, f"default/{p}", "active") for p in pods)
+    return LBService("default/svc1", ip, port, Protocol.TCP, "LoadBalancer", bes)
+
+
+@pytest.fixture
+def w1_answers_lb1(lan, clean):
+    """k8s-w1 answers ARP for LB1; the external host's ARP cache starts empty."""
+    lan.ns(lan.ext, "ip", "neigh", "flush", "dev", "eth0")
+    clean["k8s-w1"].set_l2_responders([(LB1, "ens5")])
+    yield clean["k8s-w1"]
+    lan.ns(lan.ext, "ip", "neigh", "flush", "dev", "eth0")
+
+
+def test_lb_ip_reaches_a_local_backend_which_sees_the_client_and_the_reply_comes_from_the_lb_ip(lan, w1_answers_lb1):
+    from datapath.maps.ns_nat import NatDir
+
+    dp = w1_answers_lb1
+    dp.set_north_south([frontend("webpod1")], seed(), "k8s-w1")
+    results = lan.connect(LB1, 80, 3)
+    assert results == [{"reply": f"webpod1 {EXT_IP}", "peer": f"{LB1}:80"}] * 3
+    dirs = {k.dir for k in dp.ns_connections()}
+    assert dirs == {NatDir.FWD, NatDir.REV_EGRESS}
+
+
+def test_lb_ip_reaches_a_remote_backend_through_snat_and_both_translations_are_undone(lan, w1_answers_lb1):
+    from datapath.maps.ns_nat import NAT_PORT_MAX, NAT_PORT_MIN, NatDir
+
+    dp = w1_answers_lb1
+    dp.set_north_south([frontend("webpod2")], seed(), "k8s-w1")
+    results = lan.connect(LB1, 80, 3)
+    assert results == [{"reply": f"webpod2 {NODES['k8s-w1'][0]}", "peer": f"{LB1}:80"}] * 3
+    rev = [k for k in dp.ns_connections() if k.dir == NatDir.REV_INGRESS]
+    assert len(rev) == 3 and all(NAT_PORT_MIN <= k.dport <= NAT_PORT_MAX for k in rev)
+    assert {str(k.daddr) for k in rev} == {NODES["k8s-w1"][0]}
+
+
+def test_connections_spread_over_local_and_remote_backends(lan, w1_answers_lb1):
+    from twin.semantics.lb import lb_table
+
+    c = seed()
+    w1_answers_lb1.set_north_south(lb_table(c), c, "k8s-w1")  # svc1..3, ClusterIP ones left out
+    results = lan.connect(LB1, 80, 20)
+    replies = {r.get("reply") for r in results}
+    assert all(r.get("peer") == f"{LB1}:80" for r in results), results
+    assert replies == {f"webpod1 {EXT_IP}", f"webpod2 {NODES['k8s-w1'][0]}"}
+
+
+def test_frontend_without_active_backend_drops_and_the_client_times_out(lan, w1_answers_lb1):
+    w1_answers_lb1.set_north_south([frontend()], seed(), "k8s-w1")
+    assert lan.connect(LB1, 80, 1) == [{"error": "TimeoutError"}]
+
+
+def test_other_ports_of_the_lb_ip_and_unrelated_traffic_pass_untouched(lan, w1_answers_lb1):
+    dp = w1_answers_lb1
+    dp.set_north_south([frontend("webpod1", "webpod2")], seed(), "k8s-w1")
+    w1 = lan.nodes["k8s-w1"]
+    before = dp.ns_connections()
+    srv = subprocess.Popen(["ip", "netns", "exec", w1, PYTHON, "-c", SERVER, "node-w1", "6443"],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert srv.stdout is not None and srv.stdout.readline().strip() == "ready"
+        # the node's own TCP service (the API-server port), ICMP to the node
+        assert lan.connect(NODES["k8s-w1"][0], 6443, 1) == [{"reply": f"node-w1 {EXT_IP}",
+                                                             "peer": f"{NODES['k8s-w1'][0]}:6443"}]
+        assert lan.ns(lan.ext, "ping", "-c1", "-W2", NODES["k8s-w1"][0], check=False).returncode == 0
+        # pod to pod across nodes over the LAN
+        out = lan.pods["k8s-w1"].exec(PYTHON, "-c", CLIENT, PODS["k8s-w2"][1], "80", "1", timeout=15).stdout
+        assert json.loads(out) == {"reply": f"webpod2 {PODS['k8s-w1'][1]}", "peer": f"{PODS['k8s-w2'][1]}:80"}
+        # a port of the LB IP that is no frontend is not translated (nothing listens: refused or dropped)
+        assert "reply" not in lan.connect(LB1, 81, 1)[0]
+    finally:
+        srv.kill()
+        srv.wait()
+    # none of that created a north-south connection
+    assert set(dp.ns_connections()) == set(before)
