@@ -8,19 +8,23 @@ shape, appended to :attr:`NodeAgent.reconcilers`.
 """
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Collection, Mapping, Protocol
+
+from twin.model.objects import Cluster
 
 from datapath.agent.store import CLUSTER, ENDPOINT_STATES, DesiredState
 from datapath.agent.tables import ClusterTables
+from datapath.compile_ns import plan_host
 from datapath.errors import UnsupportedPolicyError
 from datapath.node import EndpointSpec, NodeDatapath
 from datapath.reconcile import ReconcileResult
 from datapath.socklb import NodeSocketLB
 
 __all__ = ["NodeHost", "Reconciler", "EndpointsReconciler", "IpcacheReconciler", "PolicyReconciler",
-           "ServicesReconciler"]
+           "ServicesReconciler", "HostResult", "reconcile_host"]
 
 
 @dataclass(frozen=True)
@@ -140,3 +144,53 @@ class ServicesReconciler:
             if affected else ReconcileResult()
         self._cluster, self._tables = cluster, tables
         return result
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """What :func:`reconcile_host` did on one node's LAN interface(s)."""
+
+    interfaces: Mapping[str, int]  # ifname -> ifindex carrying the host program
+    responders: ReconcileResult  # l2_responder
+    responders_added: tuple[tuple[ipaddress.IPv4Address, str], ...]  # new entries: send GARP for these
+    responders_removed: tuple[tuple[ipaddress.IPv4Address, str], ...]
+    north_south: ReconcileResult  # lb4_* + ns_remote_backends of the host program
+    responder_fault: bool  # the responder was deliberately left unprogrammed
+
+    @property
+    def total(self) -> ReconcileResult:
+        return self.responders + self.north_south
+
+    def as_dict(self) -> dict:
+        return {"interfaces": dict(self.interfaces), "responders": self.responders,
+                "responders_added": list(self.responders_added),
+                "responders_removed": list(self.responders_removed),
+                "north_south": self.north_south, "responder_fault": self.responder_fault}
+
+
+def reconcile_host(dp: NodeDatapath, tables: ClusterTables | Cluster, node: str, held_leases: Collection[str],
+                   responder_fault: bool = False,
+                   endpoint_states: Mapping[str, str] | None = None) -> HostResult:
+    """Make ``node``'s host program implement the semantics: attached to the
+    node's uplink and the interfaces its L2 announcements select, answering
+    ARP for the IPs of the leases in ``held_leases`` on those interfaces
+    (:func:`datapath.compile_ns.plan_host`), and load-balancing the
+    north-south frontends.
+
+    ``responder_fault`` injects cilium#48626 (lease held, responder not
+    programmed): the responder map is emptied instead, everything else as
+    usual.  The caller sends gratuitous ARP for ``responders_added``
+    (:func:`datapath.garp.send_garp`)."""
+    if isinstance(tables, Cluster):
+        tables = ClusterTables(tables)
+    cluster = tables.cluster
+    states = endpoint_states or {}
+    plan = plan_host(cluster, node, held_leases, allocation=tables.view.allocation,
+                     table=tables.lb_table(states))
+    interfaces = dp.attach_host(plan.interfaces, plan.node_ip)
+    before = dp.l2_responders()
+    wanted = set() if responder_fault else set(plan.responders)
+    responders = dp.set_l2_responders(sorted(wanted))
+    north_south = dp.set_north_south(plan.frontends, cluster, node)
+    return HostResult(interfaces, responders, tuple(sorted(wanted - before)), tuple(sorted(before - wanted)),
+                      north_south, responder_fault)

@@ -346,3 +346,100 @@ def test_other_ports_of_the_lb_ip_and_unrelated_traffic_pass_untouched(lan, w1_a
         srv.wait()
     # none of that created a north-south connection
     assert set(dp.ns_connections()) == set(before)
+
+
+# -- policy at the backend: world for a local backend, remote-node for a remote one ---------------
+
+@pytest.fixture
+def webpods_admit(lan, w1_answers_lb1, dps):
+    """A function that makes each webpod's lxc program admit only ``peer`` on TCP 80."""
+    from builders import allow, enforced, table, unenforced
+    from datapath.node import EndpointSpec
+    from twin.model.enums import Direction, Protocol
+    from twin.semantics.view import ClusterView
+
+    view = ClusterView(seed())
+    ids = {name: view.ids.pod_identity(view.cluster.pod(f"default/{PODS[name][0]}")) for name in NODES}
+
+    def admit(peer: int) -> None:
+        for name, dp in dps.items():
+            pod, ident = lan.pods[name], ids[name]
+            dp.attach([pod.lxc])
+            dp.set_endpoints([EndpointSpec(pod.lxc, ident, pod.ip)])
+            dp.set_ipcache(view.ids.ipcache(name))
+            dp.set_policy(table(enforced(ident, Direction.INGRESS, {peer: (allow(Protocol.TCP, 80),)}),
+                                unenforced(ident, Direction.EGRESS)))
+            dp.read_events()
+    yield admit
+    for name, dp in dps.items():
+        dp.set_endpoints([])
+        dp.detach(lan.pods[name].lxc)
+        dp.flush_conntrack()
+        dp.read_events()
+
+
+def test_a_local_backend_sees_the_external_client_as_world(lan, w1_answers_lb1, webpods_admit):
+    from twin.model.enums import ReservedIdentity as R
+
+    dp = w1_answers_lb1
+    dp.set_north_south([frontend("webpod1")], seed(), "k8s-w1")
+    webpods_admit(R.WORLD)
+    assert lan.connect(LB1, 80, 1) == [{"reply": f"webpod1 {EXT_IP}", "peer": f"{LB1}:80"}]
+    webpods_admit(R.REMOTE_NODE)
+    assert lan.connect(LB1, 80, 1) == [{"error": "TimeoutError"}]
+    drops = [e for e in dp.read_events(timeout_ms=200) if e.verdict.name == "DROPPED"]
+    assert drops and {e.peer_identity for e in drops} == {R.WORLD}
+
+
+def test_a_remote_backend_sees_the_receiving_node_as_remote_node(lan, w1_answers_lb1, dps, webpods_admit):
+    from twin.model.enums import ReservedIdentity as R
+
+    w1_answers_lb1.set_north_south([frontend("webpod2")], seed(), "k8s-w1")
+    webpods_admit(R.REMOTE_NODE)
+    assert lan.connect(LB1, 80, 1) == [{"reply": f"webpod2 {NODES['k8s-w1'][0]}", "peer": f"{LB1}:80"}]
+    webpods_admit(R.WORLD)
+    assert lan.connect(LB1, 80, 1) == [{"error": "TimeoutError"}]
+    drops = [e for e in dps["k8s-w2"].read_events(timeout_ms=200) if e.verdict.name == "DROPPED"]
+    assert drops and {e.peer_identity for e in drops} == {R.REMOTE_NODE}
+
+
+# -- the agent's reconcile: lease holder programs the responder, failover moves ARP and traffic ----
+
+def test_reconcile_host_answers_for_held_leases_and_failover_moves_arp_and_traffic(lan, clean):
+    from datapath.agent.reconcilers import reconcile_host
+    from datapath.garp import send_garp
+
+    blue = seed().with_labels("Service", "default/svc1", {"color": "blue"})
+    lease = "cilium-l2announce-default-svc1"
+    w1, w2 = clean["k8s-w1"], clean["k8s-w2"]
+    lan.ns(lan.ext, "ip", "neigh", "flush", "dev", "eth0")
+    lan.ns(lan.ext, "sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=1")
+    try:
+        r1 = reconcile_host(w1, blue, "k8s-w1", {lease})
+        reconcile_host(w2, blue, "k8s-w2", set())
+        assert r1.responders_added == ((LB1, "ens5"),) and r1.interfaces == {"ens5": w1.host_attached["ens5"]}
+        assert w1.l2_responders() == {(LB1, "ens5")} and w2.l2_responders() == set()
+        assert lan.arping(LB1, count=2)[2] == {lan.mac(lan.nodes["k8s-w1"], "ens5")}
+        assert all("reply" in r for r in lan.connect(LB1, 80, 4))
+        # again: nothing changes
+        again = reconcile_host(w1, blue, "k8s-w1", {lease})
+        assert not again.total.changed and again.responders_added == ()
+        # the lease moves to k8s-w2, which announces itself with gratuitous ARP
+        lost = reconcile_host(w1, blue, "k8s-w1", set())
+        assert lost.responders_removed == ((LB1, "ens5"),)
+        took = reconcile_host(w2, blue, "k8s-w2", {lease})
+        for ip, ifname in took.responders_added:
+            send_garp(f"/run/netns/{lan.nodes['k8s-w2']}", ifname, ip)
+        mac2 = lan.mac(lan.nodes["k8s-w2"], "ens5")
+        assert f"lladdr {mac2}" in lan.ns(lan.ext, "ip", "neigh", "show", str(LB1)).stdout
+        assert lan.arping(LB1, count=2)[2] == {mac2}
+        results = lan.connect(LB1, 80, 6)
+        assert all(r.get("peer") == f"{LB1}:80" for r in results), results
+        assert {r["reply"] for r in results} <= {f"webpod2 {EXT_IP}", f"webpod1 {NODES['k8s-w2'][0]}"}
+        # cilium#48626 injected: the lease is held but the responder is not programmed
+        fault = reconcile_host(w2, blue, "k8s-w2", {lease}, responder_fault=True)
+        assert fault.responders_removed == ((LB1, "ens5"),) and w2.l2_responders() == set()
+        assert lan.arping(LB1, count=2, deadline=3)[1] == 0
+    finally:
+        lan.ns(lan.ext, "sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=0")
+        lan.ns(lan.ext, "ip", "neigh", "flush", "dev", "eth0")
