@@ -9,6 +9,7 @@ shape, appended to :attr:`NodeAgent.reconcilers`.
 from __future__ import annotations
 
 import ipaddress
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Collection, Mapping, Protocol
@@ -24,7 +25,7 @@ from datapath.reconcile import ReconcileResult
 from datapath.socklb import NodeSocketLB
 
 __all__ = ["NodeHost", "Reconciler", "EndpointsReconciler", "IpcacheReconciler", "PolicyReconciler",
-           "ServicesReconciler", "HostResult", "reconcile_host"]
+           "ServicesReconciler", "HostResult", "reconcile_host", "HostReconciler"]
 
 
 @dataclass(frozen=True)
@@ -194,3 +195,61 @@ def reconcile_host(dp: NodeDatapath, tables: ClusterTables | Cluster, node: str,
     north_south = dp.set_north_south(plan.frontends, cluster, node)
     return HostResult(interfaces, responders, tuple(sorted(wanted - before)), tuple(sorted(before - wanted)),
                       north_south, responder_fault)
+
+
+class HostReconciler:
+    """:func:`reconcile_host` as an agent reconciler, with the elector's entry point.
+
+    The agent's loop calls :meth:`reconcile` on cluster and endpoint-state
+    changes; the node's elector calls :meth:`set_leases` whenever the set of
+    leases this node holds changes (from its own thread: both are serialised
+    here).  Responder entries that appear are announced with one gratuitous
+    ARP each (``garp(ip, ifname)``; default :func:`datapath.garp.send_garp` in
+    the node's netns).  Until the first desired state arrives, leases are
+    only remembered."""
+
+    name = "host"
+    concerns = frozenset({CLUSTER, ENDPOINT_STATES})
+
+    def __init__(self, host: NodeHost, dp: NodeDatapath, *,
+                 garp: Callable[[ipaddress.IPv4Address, str], None] | None = None) -> None:
+        self.host, self.dp = host, dp
+        self._garp = garp
+        self._lock = threading.Lock()
+        self._held: frozenset[str] = frozenset()
+        self._fault = False
+        self._desired: tuple[ClusterTables, Mapping[str, str]] | None = None
+        self.last_result: HostResult | None = None
+        self.garps_sent: list[tuple[ipaddress.IPv4Address, str]] = []
+
+    @property
+    def held_leases(self) -> frozenset[str]:
+        return self._held
+
+    def reconcile(self, desired: DesiredState, tables: ClusterTables) -> ReconcileResult:
+        with self._lock:
+            self._desired = (tables, desired.endpoint_states)
+            return self._apply().total
+
+    def set_leases(self, held: Collection[str], responder_fault: bool | None = None) -> HostResult | None:
+        """This node now holds ``held`` (lease names); ``responder_fault`` (when
+        given) turns the cilium#48626 fault on or off."""
+        with self._lock:
+            self._held = frozenset(held)
+            if responder_fault is not None:
+                self._fault = responder_fault
+            return self._apply() if self._desired is not None else None
+
+    def _apply(self) -> HostResult:
+        assert self._desired is not None
+        tables, states = self._desired
+        result = reconcile_host(self.dp, tables, self.host.name, self._held, self._fault, states)
+        self.last_result = result
+        for ip, ifname in result.responders_added:
+            if self._garp is not None:
+                self._garp(ip, ifname)
+            else:
+                from datapath.garp import send_garp
+                send_garp(self.host.netns, ifname, ip)
+            self.garps_sent.append((ip, ifname))
+        return result

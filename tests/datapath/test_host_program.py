@@ -35,10 +35,15 @@ EXT_IP = "192.168.10.200"
 NODES = {"k8s-w1": ("192.168.10.101", "172.16.1.0/24"), "k8s-w2": ("192.168.10.102", "172.16.2.0/24")}
 PODS = {"k8s-w1": ("webpod1", "172.16.1.10"), "k8s-w2": ("webpod2", "172.16.2.10")}
 
-# A TCP server that answers with its pod name and the peer address it saw.
+# A TCP (and UDP) server that answers with its pod name and the peer address it saw.
 SERVER = r"""
-import socket, sys
+import socket, sys, threading
 name, port = sys.argv[1], int(sys.argv[2])
+def udp():
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", port))
+    while True:
+        data, peer = u.recvfrom(100); u.sendto(f"{name} {peer[0]}".encode(), peer)
+threading.Thread(target=udp, daemon=True).start()
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("0.0.0.0", port)); s.listen(64); print("ready", flush=True)
 while True:
@@ -49,15 +54,21 @@ while True:
         c.close()
 """
 
-# N connections to host:port; one JSON line per attempt: reply and the peer the socket saw.
+# N connections (or UDP exchanges, each from a new socket) to host:port; one JSON
+# line per attempt: the reply and the address it came from.
 CLIENT = r"""
 import json, socket, sys
 host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+proto = sys.argv[4] if len(sys.argv) > 4 else "tcp"
 for _ in range(n):
-    s = socket.socket(); s.settimeout(2)
+    s = socket.socket() if proto == "tcp" else socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(2)
     try:
-        s.connect((host, port)); peer = s.getpeername(); s.sendall(b"hi")
-        print(json.dumps({"reply": s.recv(100).decode(), "peer": f"{peer[0]}:{peer[1]}"}))
+        if proto == "tcp":
+            s.connect((host, port)); peer = s.getpeername(); s.sendall(b"hi"); data = s.recv(100)
+        else:
+            s.sendto(b"hi", (host, port)); data, peer = s.recvfrom(100)
+        print(json.dumps({"reply": data.decode(), "peer": f"{peer[0]}:{peer[1]}"}))
     except OSError as e:
         print(json.dumps({"error": type(e).__name__}))
     finally:
@@ -88,8 +99,8 @@ class Lan:
         macs = {m.lower() for m in re.findall(r"reply from \S+ \[([0-9A-Fa-f:]+)\]", out)}
         return sent, received, macs
 
-    def connect(self, ip, port: int, n: int) -> list[dict]:
-        out = self.ns(self.ext, PYTHON, "-c", CLIENT, str(ip), str(port), str(n), timeout=10 + 3 * n).stdout
+    def connect(self, ip, port: int, n: int, proto: str = "tcp") -> list[dict]:
+        out = self.ns(self.ext, PYTHON, "-c", CLIENT, str(ip), str(port), str(n), proto, timeout=10 + 3 * n).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
 
@@ -265,14 +276,14 @@ def test_garp_names_a_missing_interface():
 
 # -- north-south load-balancing -------------------------------------------------------------------
 
-def frontend(*pods: str, ip=LB1, port: int = 80):
-    """svc1's frontend with the named seed pods as active backends."""
+def frontend(*pods: str, ip=LB1, port: int = 80, proto: str = "TCP"):
+    """svc1's frontend with the named seed pods as active backends (port 80 of the pods)."""
     from twin.model.enums import Protocol
     from twin.semantics.tables import LBBackend, LBService
 
     c = seed()
-    bes = tuple(LBBackend(c.pod(f"default/{p}").ip, 80, Protocol.TCP, f"default/{p}", "active") for p in pods)
-    return LBService("default/svc1", ip, port, Protocol.TCP, "LoadBalancer", bes)
+    bes = tuple(LBBackend(c.pod(f"default/{p}").ip, 80, Protocol[proto], f"default/{p}", "active") for p in pods)
+    return LBService("default/svc1", ip, port, Protocol[proto], "LoadBalancer", bes)
 
 
 @pytest.fixture
@@ -316,6 +327,14 @@ def test_connections_spread_over_local_and_remote_backends(lan, w1_answers_lb1):
     replies = {r.get("reply") for r in results}
     assert all(r.get("peer") == f"{LB1}:80" for r in results), results
     assert replies == {f"webpod1 {EXT_IP}", f"webpod2 {NODES['k8s-w1'][0]}"}
+
+
+def test_udp_to_the_lb_ip_reaches_local_and_remote_backends(lan, w1_answers_lb1):
+    dp = w1_answers_lb1
+    dp.set_north_south([frontend("webpod1", port=53, proto="UDP")], seed(), "k8s-w1")
+    assert lan.connect(LB1, 53, 2, "udp") == [{"reply": f"webpod1 {EXT_IP}", "peer": f"{LB1}:53"}] * 2
+    dp.set_north_south([frontend("webpod2", port=53, proto="UDP")], seed(), "k8s-w1")
+    assert lan.connect(LB1, 53, 2, "udp") == [{"reply": f"webpod2 {NODES['k8s-w1'][0]}", "peer": f"{LB1}:53"}] * 2
 
 
 def test_frontend_without_active_backend_drops_and_the_client_times_out(lan, w1_answers_lb1):
@@ -440,6 +459,29 @@ def test_reconcile_host_answers_for_held_leases_and_failover_moves_arp_and_traff
         fault = reconcile_host(w2, blue, "k8s-w2", {lease}, responder_fault=True)
         assert fault.responders_removed == ((LB1, "ens5"),) and w2.l2_responders() == set()
         assert lan.arping(LB1, count=2, deadline=3)[1] == 0
+    finally:
+        lan.ns(lan.ext, "sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=0")
+        lan.ns(lan.ext, "ip", "neigh", "flush", "dev", "eth0")
+
+
+def test_host_reconciler_applies_the_electors_leases_and_sends_garp_for_new_entries(lan, clean):
+    from datapath.agent.reconcilers import HostReconciler, NodeHost
+    from datapath.agent.store import DesiredState
+
+    blue = seed().with_labels("Service", "default/svc1", {"color": "blue"})
+    netns = lan.nodes["k8s-w2"]
+    rec = HostReconciler(NodeHost("k8s-w2", netns, lambda key: ""), clean["k8s-w2"])
+    assert rec.set_leases({"cilium-l2announce-default-svc1"}) is None  # no desired state yet
+    lan.ns(lan.ext, "ip", "neigh", "flush", "dev", "eth0")
+    lan.ns(lan.ext, "sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=1")
+    try:
+        from datapath.agent.tables import ClusterTables
+        rec.reconcile(DesiredState(1, blue), ClusterTables(blue))
+        assert rec.garps_sent == [(LB1, "ens5")]
+        mac2 = lan.mac(netns, "ens5")
+        assert f"lladdr {mac2}" in lan.ns(lan.ext, "ip", "neigh", "show", str(LB1)).stdout
+        assert rec.set_leases(set()).responders_removed == ((LB1, "ens5"),)
+        assert clean["k8s-w2"].l2_responders() == set()
     finally:
         lan.ns(lan.ext, "sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=0")
         lan.ns(lan.ext, "ip", "neigh", "flush", "dev", "eth0")
