@@ -219,9 +219,13 @@ def host_cflags() -> list[str]:
     maps' layout) plus the responder and NAT map sizes and codes."""
     from datapath.maps import host_ifaces, l2_responder, ns_nat
 
+    # the host object never uses lb4_sock_revnat (a socket-LB map lib/lb.h declares): keep it tiny
+    lb = [f for f in sock_cflags() if not f.startswith("-DLB_MAP_SIZE_SOCK_REVNAT=")]
     return (
-        sock_cflags()
+        lb + ["-DLB_MAP_SIZE_SOCK_REVNAT=64"]
         + [f"-DNAT_DIR_{d.name}={int(d)}" for d in ns_nat.NatDir]
+        + [f"-DHOST_COUNTER_{c.name}={int(c)}" for c in ns_nat.HostCounter]
+        + [f"-DHOST_COUNTERS={len(ns_nat.HostCounter)}"]
         + [f"-DNAT_PORT_MIN={ns_nat.NAT_PORT_MIN}", f"-DNAT_PORT_MAX={ns_nat.NAT_PORT_MAX}",
            f"-DNAT_PORT_TRIES={ns_nat.NAT_PORT_TRIES}", f"-DNS_NAT_MAP_SIZE={ns_nat.MAP_SIZE}",
            f"-DNS_REMOTE_MAP_SIZE={ns_nat.REMOTE_MAP_SIZE}",

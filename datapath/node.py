@@ -273,6 +273,13 @@ class NodeDatapath(CachedMaps, KernelOwner):
         self._ns_ids = maps.lb.ids
         return result
 
+    def host_stats(self) -> dict[str, int]:
+        """The host program's counters (``HostCounter`` name -> value); {} before attach_host."""
+        if self._host is None:
+            return {}
+        table = self._host.program.table(ns_nat.STATS_MAP_NAME)
+        return {c.name: int(table[table.Key(int(c))].value) for c in ns_nat.HostCounter}
+
     def ns_connections(self) -> dict[NatKey, NatEntry]:
         """The host program's north-south NAT entries (kernel map)."""
         return dict(self._host.live(ns_nat.CODEC).items()) if self._host is not None else {}

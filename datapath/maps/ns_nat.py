@@ -34,6 +34,19 @@ class NatDir(enum.IntEnum):
     REV_INGRESS = 2  # remote backend -> node_ip:nat_port, LAN ingress
 
 
+class HostCounter(enum.IntEnum):
+    """Indexes of the ``host_stats`` array (u64 counters the host program bumps)."""
+
+    NS_NEW_LOCAL = 0  # new connections to a local backend
+    NS_NEW_REMOTE = 1  # new connections to a remote backend (SNATed)
+    NS_DROP_NO_BACKEND = 2  # packets to a frontend without an active backend
+    NS_DROP_NAT_PORTS = 3  # new remote connections dropped: no free NAT port found
+    NS_DROP_REWRITE = 4  # packets dropped because the kernel refused a rewrite
+
+
+STATS_MAP_NAME = "host_stats"
+
+
 @dataclass(frozen=True, order=True)
 class NatKey:
     saddr: ipaddress.IPv4Address

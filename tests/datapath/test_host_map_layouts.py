@@ -28,10 +28,11 @@ def test_host_map_layouts_match_bpf_host_object(host_program, codec):
 
 
 def test_host_map_types_and_sizes(host_program):
-    from bcc.table import BPF_MAP_TYPE_HASH as HASH, BPF_MAP_TYPE_LRU_HASH as LRU_HASH
+    from bcc.table import BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH as HASH, BPF_MAP_TYPE_LRU_HASH as LRU_HASH
 
     expected = {"l2_responder": (HASH, l2_responder.MAP_SIZE), "host_ifaces": (HASH, host_ifaces.MAP_SIZE),
-                "ns_nat": (LRU_HASH, ns_nat.MAP_SIZE), "ns_remote_backends": (HASH, ns_nat.REMOTE_MAP_SIZE)}
+                "ns_nat": (LRU_HASH, ns_nat.MAP_SIZE), "ns_remote_backends": (HASH, ns_nat.REMOTE_MAP_SIZE),
+                "host_stats": (BPF_MAP_TYPE_ARRAY, len(ns_nat.HostCounter))}
     for name, (map_type, size) in expected.items():
         table = host_program.table(name)
         assert (table.ttype, table.max_entries) == (map_type, size), name

@@ -300,8 +300,11 @@ def test_lb_ip_reaches_a_local_backend_which_sees_the_client_and_the_reply_comes
 
     dp = w1_answers_lb1
     dp.set_north_south([frontend("webpod1")], seed(), "k8s-w1")
+    before = dp.host_stats()
     results = lan.connect(LB1, 80, 3)
     assert results == [{"reply": f"webpod1 {EXT_IP}", "peer": f"{LB1}:80"}] * 3
+    after = dp.host_stats()
+    assert after["NS_NEW_LOCAL"] - before["NS_NEW_LOCAL"] == 3 and after["NS_NEW_REMOTE"] == before["NS_NEW_REMOTE"]
     dirs = {k.dir for k in dp.ns_connections()}
     assert dirs == {NatDir.FWD, NatDir.REV_EGRESS}
 
@@ -311,7 +314,9 @@ def test_lb_ip_reaches_a_remote_backend_through_snat_and_both_translations_are_u
 
     dp = w1_answers_lb1
     dp.set_north_south([frontend("webpod2")], seed(), "k8s-w1")
+    before = dp.host_stats()["NS_NEW_REMOTE"]
     results = lan.connect(LB1, 80, 3)
+    assert dp.host_stats()["NS_NEW_REMOTE"] - before == 3
     assert results == [{"reply": f"webpod2 {NODES['k8s-w1'][0]}", "peer": f"{LB1}:80"}] * 3
     rev = [k for k in dp.ns_connections() if k.dir == NatDir.REV_INGRESS]
     assert len(rev) == 3 and all(NAT_PORT_MIN <= k.dport <= NAT_PORT_MAX for k in rev)
@@ -338,8 +343,11 @@ def test_udp_to_the_lb_ip_reaches_local_and_remote_backends(lan, w1_answers_lb1)
 
 
 def test_frontend_without_active_backend_drops_and_the_client_times_out(lan, w1_answers_lb1):
-    w1_answers_lb1.set_north_south([frontend()], seed(), "k8s-w1")
+    dp = w1_answers_lb1
+    dp.set_north_south([frontend()], seed(), "k8s-w1")
+    before = dp.host_stats()["NS_DROP_NO_BACKEND"]
     assert lan.connect(LB1, 80, 1) == [{"error": "TimeoutError"}]
+    assert dp.host_stats()["NS_DROP_NO_BACKEND"] > before  # the SYN and its retransmissions
 
 
 def test_other_ports_of_the_lb_ip_and_unrelated_traffic_pass_untouched(lan, w1_answers_lb1):

@@ -31,7 +31,10 @@
 
 #if !defined(NAT_DIR_FWD) || !defined(NAT_DIR_REV_EGRESS) || !defined(NAT_DIR_REV_INGRESS) || \
     !defined(NAT_PORT_MIN) || !defined(NAT_PORT_MAX) || !defined(NAT_PORT_TRIES) || \
-    !defined(NS_NAT_MAP_SIZE) || !defined(NS_REMOTE_MAP_SIZE)
+    !defined(NS_NAT_MAP_SIZE) || !defined(NS_REMOTE_MAP_SIZE) || !defined(HOST_COUNTERS) || \
+    !defined(HOST_COUNTER_NS_NEW_LOCAL) || !defined(HOST_COUNTER_NS_NEW_REMOTE) || \
+    !defined(HOST_COUNTER_NS_DROP_NO_BACKEND) || !defined(HOST_COUNTER_NS_DROP_NAT_PORTS) || \
+    !defined(HOST_COUNTER_NS_DROP_REWRITE)
 #error "NAT constants missing: compile through datapath.loader.HostProgram (host_cflags)"
 #endif
 
@@ -72,6 +75,15 @@ struct ns_remote_backend {
 
 BPF_TABLE("lru_hash", struct ns_nat_key, struct ns_nat_entry, ns_nat, NS_NAT_MAP_SIZE);
 BPF_HASH(ns_remote_backends, __u32, struct ns_remote_backend, NS_REMOTE_MAP_SIZE);
+BPF_ARRAY(host_stats, __u64, HOST_COUNTERS);
+
+static __always_inline void host_count(__u32 counter)
+{
+	__u64 *c = host_stats.lookup(&counter);
+
+	if (c)
+		__sync_fetch_and_add(c, 1);
+}
 
 /* A TCP/UDP IPv4 packet: its tuple and where its L4 header starts. */
 struct ns_packet {
@@ -173,8 +185,10 @@ static __always_inline int ns_apply(struct __sk_buff *skb, const struct ns_packe
 static __always_inline int ns_forward(struct __sk_buff *skb, const struct ns_packet *p,
 				      struct ns_nat_entry *e, int snat)
 {
-	if (ns_apply(skb, p, e) < 0)
+	if (ns_apply(skb, p, e) < 0) {
+		host_count(HOST_COUNTER_NS_DROP_REWRITE);
 		return TC_ACT_SHOT;
+	}
 	if (snat)
 		return dp_redirect_neigh(skb->ifindex, NULL, 0, 0);
 	return TC_ACT_OK;
@@ -203,15 +217,15 @@ static __always_inline int ns_new_connection(struct __sk_buff *skb, const struct
 		return TC_ACT_OK;  /* not a north-south frontend */
 	count = svc->count;
 	if (!count)
-		return TC_ACT_SHOT;  /* no active backend: the client times out */
+		goto no_backend;  /* the client times out */
 	key.backend_slot = LB_SLOT_FIRST_BACKEND + bpf_get_prandom_u32() % count;
 	svc = lb4_services.lookup(&key);
 	if (!svc)
-		return TC_ACT_SHOT;
+		goto no_backend;  /* slot missing: mid-update */
 	backend_id = svc->backend_id;
 	be = lb4_backends.lookup(&backend_id);
 	if (!be || be->flags != BACKEND_STATE_ACTIVE)
-		return TC_ACT_SHOT;
+		goto no_backend;
 	be_addr = be->address;
 	be_port = be->port;
 	snat = ns_remote_backends.lookup(&be_addr) != NULL;
@@ -221,7 +235,7 @@ static __always_inline int ns_new_connection(struct __sk_buff *skb, const struct
 	if (snat) {
 		iface = host_ifaces.lookup(&ifindex);
 		if (!iface || !iface->node_ip)
-			return TC_ACT_SHOT;
+			goto nat_ports;  /* no SNAT address on this interface */
 		/* NAT port: random in range, claimed with BPF_NOEXIST */
 		rev.to_saddr = p->t.daddr;
 		rev.to_sport = p->t.dport;
@@ -240,7 +254,7 @@ static __always_inline int ns_new_connection(struct __sk_buff *skb, const struct
 			}
 		}
 		if (!nat_port)
-			return TC_ACT_SHOT;  /* NAT ports exhausted */
+			goto nat_ports;
 		fwd.to_saddr = iface->node_ip;
 		fwd.to_sport = nat_port;
 	} else {
@@ -252,7 +266,14 @@ static __always_inline int ns_new_connection(struct __sk_buff *skb, const struct
 	}
 	ns_key(&fkey, p->t.saddr, p->t.daddr, p->t.sport, p->t.dport, p->t.protocol, NAT_DIR_FWD);
 	ns_nat.update(&fkey, &fwd);
+	host_count(snat ? HOST_COUNTER_NS_NEW_REMOTE : HOST_COUNTER_NS_NEW_LOCAL);
 	return ns_forward(skb, p, &fwd, snat);
+no_backend:
+	host_count(HOST_COUNTER_NS_DROP_NO_BACKEND);
+	return TC_ACT_SHOT;
+nat_ports:
+	host_count(HOST_COUNTER_NS_DROP_NAT_PORTS);
+	return TC_ACT_SHOT;
 }
 
 /* tc ingress of the LAN interface. */
@@ -290,8 +311,10 @@ static __always_inline int ns_egress(struct __sk_buff *skb)
 	e = ns_nat.lookup(&key);
 	if (!e)
 		return TC_ACT_OK;
-	if (ns_apply(skb, &p, e) < 0)
+	if (ns_apply(skb, &p, e) < 0) {
+		host_count(HOST_COUNTER_NS_DROP_REWRITE);
 		return TC_ACT_SHOT;
+	}
 	return TC_ACT_OK;
 }
 
