@@ -5,7 +5,9 @@
  *   to_netdev    tc egress: reverse NAT of local backends' replies
  *
  * Everything that is neither ARP for a responder entry nor traffic of a
- * north-south frontend passes untouched.
+ * north-south frontend passes untouched, with TC_ACT_UNSPEC (HOST_PASS), so
+ * another component's filter at a later priority on the same interface
+ * still runs.  Attached at prio HOST_FILTER_PRIO (datapath/attach.py).
  */
 #include "lib/common.h"
 #include "lib/lb.h"
@@ -16,7 +18,7 @@ int from_netdev(struct __sk_buff *skb)
 {
 	int ret = l2_respond(skb);
 
-	if (ret != TC_ACT_OK)
+	if (ret != HOST_PASS)
 		return ret;
 	return ns_ingress(skb);
 }

@@ -19,6 +19,11 @@
 #error "host constants missing: compile through datapath.loader.HostProgram (host_cflags)"
 #endif
 
+/* "Not ours, carry on": TC_ACT_UNSPEC lets a later filter on the same hook
+ * (another component's, e.g. bandwidth EDT on the uplink) still see the
+ * packet; at the end of the chain the kernel treats it as TC_ACT_OK. */
+#define HOST_PASS TC_ACT_UNSPEC
+
 #define ETH_P_ARP_ 0x0806
 #define ARPHRD_ETHER_ 1
 #define ARPOP_REQUEST_ 1
@@ -55,7 +60,7 @@ struct arp_eth_ipv4 {
 BPF_HASH(l2_responder, struct l2_responder_key, struct l2_responder_stats, L2_RESPONDER_MAP_SIZE);
 BPF_HASH(host_ifaces, __u32, struct host_iface, HOST_IFACES_MAP_SIZE);
 
-/* TC_ACT_OK if the packet is not ARP for an entry; otherwise the redirect. */
+/* HOST_PASS if the packet is not ARP for an entry; otherwise the redirect. */
 static __always_inline int l2_respond(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
@@ -70,28 +75,28 @@ static __always_inline int l2_respond(struct __sk_buff *skb)
 	__u8 requester[6];
 
 	if ((void *)(eth + 1) > data_end)
-		return TC_ACT_OK;
+		return HOST_PASS;
 	if (eth->h_proto != dp_htons(ETH_P_ARP_))
-		return TC_ACT_OK;
+		return HOST_PASS;
 	arp = (void *)(eth + 1);
 	if ((void *)(arp + 1) > data_end)
-		return TC_ACT_OK;
+		return HOST_PASS;
 	if (arp->htype != dp_htons(ARPHRD_ETHER_) || arp->ptype != dp_htons(ETH_P_IP) ||
 	    arp->hlen != 6 || arp->plen != 4 || arp->op != dp_htons(ARPOP_REQUEST_))
-		return TC_ACT_OK;
+		return HOST_PASS;
 	__builtin_memcpy(&sip, arp->spa, 4);
 	__builtin_memcpy(&tip, arp->tpa, 4);
 	if (sip == tip)  /* gratuitous: an announcement, not a question */
-		return TC_ACT_OK;
+		return HOST_PASS;
 
 	key.ip = tip;
 	key.ifindex = ifindex;
 	stats = l2_responder.lookup(&key);
 	if (!stats)
-		return TC_ACT_OK;
+		return HOST_PASS;
 	iface = host_ifaces.lookup(&ifindex);
 	if (!iface)
-		return TC_ACT_OK;
+		return HOST_PASS;
 
 	__builtin_memcpy(requester, arp->sha, 6);
 	__builtin_memcpy(eth->h_dest, eth->h_source, 6);

@@ -191,7 +191,7 @@ static __always_inline int ns_forward(struct __sk_buff *skb, const struct ns_pac
 	}
 	if (snat)
 		return dp_redirect_neigh(skb->ifindex, NULL, 0, 0);
-	return TC_ACT_OK;
+	return HOST_PASS;
 }
 
 /* A new connection to a frontend: choose a backend, create both entries. */
@@ -214,7 +214,7 @@ static __always_inline int ns_new_connection(struct __sk_buff *skb, const struct
 	key.backend_slot = LB_SLOT_MASTER;
 	svc = lb4_services.lookup(&key);
 	if (!svc)
-		return TC_ACT_OK;  /* not a north-south frontend */
+		return HOST_PASS;  /* not a north-south frontend */
 	count = svc->count;
 	if (!count)
 		goto no_backend;  /* the client times out */
@@ -284,7 +284,7 @@ static __always_inline int ns_ingress(struct __sk_buff *skb)
 	struct ns_nat_entry *e;
 
 	if (!ns_parse(skb, &p))
-		return TC_ACT_OK;
+		return HOST_PASS;
 	/* a reply from a remote backend to one of our NAT ports */
 	ns_key(&key, p.t.saddr, p.t.daddr, p.t.sport, p.t.dport, p.t.protocol, NAT_DIR_REV_INGRESS);
 	e = ns_nat.lookup(&key);
@@ -306,16 +306,16 @@ static __always_inline int ns_egress(struct __sk_buff *skb)
 	struct ns_nat_entry *e;
 
 	if (!ns_parse(skb, &p))
-		return TC_ACT_OK;
+		return HOST_PASS;
 	ns_key(&key, p.t.saddr, p.t.daddr, p.t.sport, p.t.dport, p.t.protocol, NAT_DIR_REV_EGRESS);
 	e = ns_nat.lookup(&key);
 	if (!e)
-		return TC_ACT_OK;
+		return HOST_PASS;
 	if (ns_apply(skb, &p, e) < 0) {
 		host_count(HOST_COUNTER_NS_DROP_REWRITE);
 		return TC_ACT_SHOT;
 	}
-	return TC_ACT_OK;
+	return HOST_PASS;
 }
 
 #endif
