@@ -70,6 +70,7 @@ class NodeDatapath(CachedMaps, KernelOwner):
         self._cached = {}  # map name -> CachedMap (see CachedMaps)
         self._host: HostMaps | None = None  # bpf_host, loaded by attach_host
         self._host_attachments: dict[str, LxcAttachment] = {}
+        self._host_macs: dict[str, str] = {}  # ifname -> MAC, read once at attach
         self._node_ip: ipaddress.IPv4Address | None = None
         self._ns_ids: LBIds | None = None
 
@@ -210,12 +211,16 @@ class NodeDatapath(CachedMaps, KernelOwner):
         wanted = list(dict.fromkeys(ifnames))
         for name in sorted(set(self._host_attachments) - set(wanted)):
             tc.detach(self._host_attachments.pop(name))
+            self._host_macs.pop(name, None)
         for name in wanted:
             if name not in self._host_attachments:
+                self._host_macs[name] = tc.mac(name)
                 self._host_attachments[name] = tc.attach(
                     name, from_container=prog.from_netdev, to_container=prog.to_netdev, prio=HOST_FILTER_PRIO)
         self._node_ip = node_ip
-        desired = {a.ifindex: HostIface(tc.mac(n), node_ip) for n, a in self._host_attachments.items()}
+        # no netlink call when nothing changed: the elector's thread may get here
+        # while the agent's thread attaches lxc programs with the same socket
+        desired = {a.ifindex: HostIface(self._host_macs[n], node_ip) for n, a in self._host_attachments.items()}
         reconcile(desired, self._host.cached(host_ifaces.CODEC))
         return self.host_attached
 
