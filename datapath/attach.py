@@ -179,8 +179,19 @@ class TcAttacher:
             raise AttachError(f"attaching tc programs to {ifname} in netns {self.netns!r} failed: {exc}") from exc
         return att
 
+    def _other_filters(self, ifindex: int) -> bool:
+        """Whether anyone's filters are left on the device's clsact (gone device: no)."""
+        try:
+            return any(f for parent in (TC_INGRESS_PARENT, TC_EGRESS_PARENT)
+                       for f in self._ipr.get_filters(index=ifindex, parent=parent))
+        except Exception as exc:
+            if _gone(exc):
+                return False
+            raise
+
     def detach(self, att: LxcAttachment) -> None:
-        """Remove our filters, and clsact if we created it. Gone devices are fine."""
+        """Remove our filters, and clsact if we created it and nobody else's
+        filter has been added to it since. Gone devices are fine."""
         errors: list[str] = []
         for parent in att.parents:
             try:
@@ -192,7 +203,7 @@ class TcAttacher:
                 if not _gone(exc):
                     errors.append(f"filter parent {parent:#x}: {exc}")
         att.parents = ()
-        if att.created_clsact:
+        if att.created_clsact and not errors and not self._other_filters(att.ifindex):
             try:
                 self._ipr.tc("del", "clsact", att.ifindex)
             except Exception as exc:
