@@ -274,7 +274,8 @@ class NodeDatapath(CachedMaps, KernelOwner):
         result = reconcile_lb(maps.lb.services, maps.lb.backends, maps.lb.revnat,
                               h.cached(lb_services.CODEC), h.cached(lb_backends.CODEC), h.cached(lb_revnat.CODEC))
         removed = reconcile(maps.remote, remote)
-        result += ReconcileResult(added.added, added.updated, removed.deleted, removed.unchanged - added.added - added.updated)
+        unchanged = removed.unchanged - added.added - added.updated
+        result += ReconcileResult(added.added, added.updated, removed.deleted, unchanged)
         self._ns_ids = maps.lb.ids
         return result
 

@@ -112,3 +112,18 @@ def test_every_selected_interface_of_the_node_gets_an_entry(blue):
     plan = plan_host(c, "k8s-w2", {SVC1_LEASE})
     assert plan.interfaces == ("ens5", "ens6")  # ^ens[0-9]+ does not select eth1
     assert plan.responders == {(LB1, "ens5"), (LB1, "ens6")}
+
+
+def test_gratuitous_arp_frame_is_a_broadcast_request_with_sender_ip_equal_to_target_ip():
+    from datapath.garp import GarpError, garp_frame
+
+    mac = bytes.fromhex("02abcdef0123")
+    frame = garp_frame(mac, LB1)
+    assert len(frame) == 42
+    assert frame[0:6] == b"\xff" * 6 and frame[6:12] == mac and frame[12:14] == b"\x08\x06"
+    arp = frame[14:]
+    assert arp[0:8] == bytes([0, 1, 8, 0, 6, 4, 0, 1])  # Ethernet/IPv4, request
+    assert arp[8:14] == mac and arp[14:18] == LB1.packed  # sender
+    assert arp[18:24] == b"\x00" * 6 and arp[24:28] == LB1.packed  # target: the same IP
+    with pytest.raises(GarpError):
+        garp_frame(b"\x01\x02", LB1)
