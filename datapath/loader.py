@@ -2,6 +2,8 @@
 
 * :class:`NodeProgram`  ``bpf/bpf_lxc.c``: the two tc programs on lxc devices
 * :class:`SockProgram`  ``bpf/bpf_sock.c``: the four cgroup socket-LB programs
+* :class:`HostProgram`  ``bpf/bpf_host.c``: the two tc programs on the node's LAN
+  interface(s) (ARP responder, north-south load-balancing)
 
 BPF programs and maps are not namespaced; a node is isolated by having its
 own object (its own maps), attached only to that node's lxc devices.
@@ -22,17 +24,21 @@ from datapath.errors import BpfCompileError
 
 __all__ = [
     "BPF_DIR", "LXC_SOURCE", "SOCK_SOURCE", "KERNEL_SOURCE_ENV", "bpf_cflags", "bundle_source",
-    "NodeProgram", "SockProgram", "SockHook", "SOCK_HOOKS",
+    "NodeProgram", "SockProgram", "SockHook", "SOCK_HOOKS", "HOST_SOURCE", "HostProgram", "host_cflags",
 ]
 
 BPF_DIR = Path(__file__).resolve().parent / "bpf"
 LXC_SOURCE = BPF_DIR / "bpf_lxc.c"
 SOCK_SOURCE = BPF_DIR / "bpf_sock.c"
+HOST_SOURCE = BPF_DIR / "bpf_host.c"
 from datapath.headers import ENV as KERNEL_SOURCE_ENV  # noqa: E402
 
 #: Entry points of bpf_lxc.c: (function name, hook).
 FROM_CONTAINER = "from_container"
 TO_CONTAINER = "to_container"
+#: Entry points of bpf_host.c.
+FROM_NETDEV = "from_netdev"
+TO_NETDEV = "to_netdev"
 
 
 
@@ -206,3 +212,51 @@ class SockProgram(_BpfObject):
             ) from exc
         self._closed = False
 
+
+
+def host_cflags() -> list[str]:
+    """``-D`` flags for ``bpf_host.c``: the socket-LB constants (it uses the lb4
+    maps' layout) plus the responder and NAT map sizes and codes."""
+    from datapath.maps import host_ifaces, l2_responder, ns_nat
+
+    # the host object never uses lb4_sock_revnat (a socket-LB map lib/lb.h declares): keep it tiny
+    lb = [f for f in sock_cflags() if not f.startswith("-DLB_MAP_SIZE_SOCK_REVNAT=")]
+    return (
+        lb + ["-DLB_MAP_SIZE_SOCK_REVNAT=64"]
+        + [f"-DNAT_DIR_{d.name}={int(d)}" for d in ns_nat.NatDir]
+        + [f"-DHOST_COUNTER_{c.name}={int(c)}" for c in ns_nat.HostCounter]
+        + [f"-DHOST_COUNTERS={len(ns_nat.HostCounter)}"]
+        + [f"-DNAT_PORT_MIN={ns_nat.NAT_PORT_MIN}", f"-DNAT_PORT_MAX={ns_nat.NAT_PORT_MAX}",
+           f"-DNAT_PORT_TRIES={ns_nat.NAT_PORT_TRIES}", f"-DNS_NAT_MAP_SIZE={ns_nat.MAP_SIZE}",
+           f"-DNS_REMOTE_MAP_SIZE={ns_nat.REMOTE_MAP_SIZE}",
+           f"-DL2_RESPONDER_MAP_SIZE={l2_responder.MAP_SIZE}", f"-DHOST_IFACES_MAP_SIZE={host_ifaces.MAP_SIZE}"]
+    )
+
+
+class HostProgram(_BpfObject):
+    """One compiled bpf_host object: ``from_netdev`` (tc ingress) and
+    ``to_netdev`` (tc egress) for the node's LAN interface(s), and their maps
+    (``l2_responder``, ``host_ifaces``, the north-south ``lb4_*`` copies,
+    ``ns_nat``, ``ns_remote_backends``)."""
+
+    def __init__(self, extra_cflags: Sequence[str] = ()) -> None:
+        kernel_source = _check_kernel_source()
+        bcc = _import_bcc()
+        cflags = [f"-I{BPF_DIR}", *host_cflags(), *extra_cflags]
+        try:
+            self._bpf = bcc.BPF(text=bundle_source(HOST_SOURCE).encode(), cflags=cflags)
+        except Exception as exc:
+            raise BpfCompileError(
+                f"bcc could not compile {HOST_SOURCE} ({KERNEL_SOURCE_ENV}={kernel_source}): {exc}; "
+                "the compiler output is printed above on stderr"
+            ) from exc
+        try:
+            self.from_netdev = self._bpf.load_func(FROM_NETDEV.encode(), bcc.BPF.SCHED_CLS)
+            self.to_netdev = self._bpf.load_func(TO_NETDEV.encode(), bcc.BPF.SCHED_CLS)
+        except Exception as exc:
+            self._bpf.cleanup()
+            raise BpfCompileError(
+                f"the kernel refused a program of {HOST_SOURCE}: {exc}; the verifier log is printed "
+                "above on stderr (bpf_redirect_neigh needs kernel >= 5.10)"
+            ) from exc
+        self._closed = False

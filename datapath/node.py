@@ -6,6 +6,14 @@
         dp.set_ipcache({IPv4Network("10.0.0.1/32"): 256, ...})
         dp.set_policy(policy_table)
         records = dp.read_events(timeout_ms=100)
+
+        # the node's LAN interface(s): ARP responder and north-south LB (bpf_host.c)
+        dp.attach_host(["ens5"], IPv4Address("192.168.10.11"))
+        dp.set_l2_responders([(IPv4Address("10.10.200.1"), "ens5")])
+        dp.set_north_south(lb_table, cluster, "k8s-w1")
+
+The host program is compiled and loaded on the first :meth:`attach_host`,
+so a node that never needs it does not pay for it.
 """
 from __future__ import annotations
 
@@ -14,20 +22,30 @@ import os
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
-from twin.semantics.tables import PolicyTable
+from twin.model.objects import Cluster
+from twin.semantics.tables import LBService, LBTable, PolicyTable
 
 from datapath import compile as dpcompile
-from datapath.attach import LxcAttachment, NetnsRef, TcAttacher
+from datapath.attach import HOST_FILTER_PRIO, LxcAttachment, NetnsRef, TcAttacher
+from datapath.compile_lb import LBIds
+from datapath.compile_ns import compile_north_south
 from datapath.errors import AttachError, DatapathError
 from datapath.lifecycle import KernelOwner
-from datapath.loader import NodeProgram
-from datapath.maps import conntrack, endpoints, ipcache, policy
+from datapath.loader import HostProgram, NodeProgram
+from datapath.maps import conntrack, endpoints, host_ifaces, ipcache, l2_responder, lb_backends, lb_revnat
+from datapath.maps import lb_services, ns_nat, policy
 from datapath.maps.conntrack import CtKey, CtValue
 from datapath.maps.events import EventReader, FlowRecord
 from datapath.maps.policy import PolicyKey, PolicyValue
-from datapath.reconcile import CachedMaps, ReconcileResult, reconcile
+from datapath.maps.host_ifaces import HostIface
+from datapath.maps.l2_responder import L2ResponderKey
+from datapath.maps.ns_nat import NatEntry, NatKey
+from datapath.reconcile import CachedMap, CachedMaps, ReconcileResult, reconcile, reconcile_lb
 
-__all__ = ["EndpointSpec", "NodeDatapath"]
+__all__ = ["EndpointSpec", "NodeDatapath", "HostMaps"]
+
+#: an ARP responder entry: (IP answered for, interface name)
+Responder = tuple[ipaddress.IPv4Address, str]
 
 
 @dataclass(frozen=True)
@@ -50,6 +68,11 @@ class NodeDatapath(CachedMaps, KernelOwner):
         self._events: EventReader | None = None
         self._attachments: dict[str, LxcAttachment] = {}
         self._cached = {}  # map name -> CachedMap (see CachedMaps)
+        self._host: HostMaps | None = None  # bpf_host, loaded by attach_host
+        self._host_attachments: dict[str, LxcAttachment] = {}
+        self._host_macs: dict[str, str] = {}  # ifname -> MAC, read once at attach
+        self._node_ip: ipaddress.IPv4Address | None = None
+        self._ns_ids: LBIds | None = None
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -71,12 +94,13 @@ class NodeDatapath(CachedMaps, KernelOwner):
         """Detach everything we attached and free the maps."""
         errors: list[str] = []
         if self._attacher is not None:
-            for name, att in list(self._attachments.items()):
+            for name, att in [*self._attachments.items(), *self._host_attachments.items()]:
                 try:
                     self._attacher.detach(att)
                 except DatapathError as exc:
                     errors.append(str(exc))
-                del self._attachments[name]
+            self._attachments.clear()
+            self._host_attachments.clear()
             self._attacher.close()
             self._attacher = None
         self._events = None
@@ -84,6 +108,9 @@ class NodeDatapath(CachedMaps, KernelOwner):
         if self._program is not None:
             self._program.close()
             self._program = None
+        if self._host is not None:
+            self._host.close()
+            self._host = None
         return errors
 
     @property
@@ -160,8 +187,130 @@ class NodeDatapath(CachedMaps, KernelOwner):
         assert self._events is not None
         return self._events.poll(timeout_ms)
 
+    # -- the host program on the LAN interface(s) -------------------------------
+
+    @property
+    def host(self) -> "HostMaps":
+        """The loaded host program (:meth:`attach_host` loads it)."""
+        if self._host is None:
+            raise DatapathError(f"{self._describe()}: the host program is not loaded; call attach_host first")
+        return self._host
+
+    def attach_host(self, ifnames: Sequence[str], node_ip: ipaddress.IPv4Address | str) -> dict[str, int]:
+        """Make bpf_host attached (tc ingress + egress) to exactly ``ifnames``.
+
+        Loads the program on first use; idempotent.  Interfaces attached
+        before and not listed now are detached (their ``host_ifaces`` entry
+        removed).  ``node_ip`` is the node's own address: the SNAT source for
+        remote backends.  Returns {ifname: ifindex} of the host attachments."""
+        node_ip = ipaddress.IPv4Address(node_ip)
+        tc = self._tc
+        if self._host is None:
+            self._host = HostMaps(HostProgram(self._extra_cflags))
+        prog = self._host.program
+        wanted = list(dict.fromkeys(ifnames))
+        for name in sorted(set(self._host_attachments) - set(wanted)):
+            tc.detach(self._host_attachments.pop(name))
+            self._host_macs.pop(name, None)
+        for name in wanted:
+            if name not in self._host_attachments:
+                self._host_macs[name] = tc.mac(name)
+                self._host_attachments[name] = tc.attach(
+                    name, from_container=prog.from_netdev, to_container=prog.to_netdev, prio=HOST_FILTER_PRIO)
+        self._node_ip = node_ip
+        # no netlink call when nothing changed: the elector's thread may get here
+        # while the agent's thread attaches lxc programs with the same socket
+        desired = {a.ifindex: HostIface(self._host_macs[n], node_ip) for n, a in self._host_attachments.items()}
+        reconcile(desired, self._host.cached(host_ifaces.CODEC))
+        return self.host_attached
+
+    @property
+    def host_attached(self) -> dict[str, int]:
+        return {n: a.ifindex for n, a in self._host_attachments.items()}
+
+    def set_l2_responders(self, entries: Iterable[Responder]) -> ReconcileResult:
+        """Make ``l2_responder`` hold exactly ``entries`` (IP, interface name).
+
+        Each interface must carry the host program (:meth:`attach_host`);
+        the reply counters of entries that stay are kept."""
+        index = self.host_attached
+        cached = self.host.cached(l2_responder.CODEC)
+        current = dict(cached.items())
+        desired: dict[L2ResponderKey, int] = {}
+        for ip, ifname in entries:
+            if ifname not in index:
+                raise AttachError(f"{self._describe()}: ARP responder for {ip} on {ifname!r}: the host program "
+                                  f"is not attached there (attached: {sorted(index) or 'nothing'})")
+            key = L2ResponderKey(ipaddress.IPv4Address(ip), index[ifname])
+            desired[key] = current.get(key, 0)
+        return reconcile(desired, cached)
+
+    def l2_responder_stats(self) -> dict[Responder, int]:
+        """(IP, interface) -> ARP replies sent, read from the kernel map."""
+        if self._host is None:
+            return {}
+        names = {i: n for n, i in self.host_attached.items()}
+        out: dict[Responder, int] = {}
+        for key, sent in self._host.live(l2_responder.CODEC).items():
+            name = names.get(key.ifindex) or self._tc.ifname(key.ifindex) or f"ifindex {key.ifindex}"
+            out[(key.ip, name)] = sent
+        return out
+
+    def l2_responders(self) -> set[Responder]:
+        """The (IP, interface) entries of ``l2_responder`` as the kernel holds them."""
+        return set(self.l2_responder_stats())
+
+    def set_north_south(self, frontends: LBTable | Sequence[LBService], cluster: Cluster,
+                        node: str) -> ReconcileResult:
+        """Program the north-south frontends of ``frontends`` (the LB table, or
+        its frontends; other kinds are left out) as the receiving ``node``."""
+        maps = compile_north_south(frontends if isinstance(frontends, LBTable) else tuple(frontends),
+                                   cluster, node, self._ns_ids)
+        h = self.host
+        remote = h.cached(ns_nat.REMOTE_CODEC)
+        # remote backends are added before the frontends point at them and removed
+        # only after: a new connection never misses its SNAT decision
+        added = reconcile({**dict(remote.items()), **maps.remote}, remote)
+        result = reconcile_lb(maps.lb.services, maps.lb.backends, maps.lb.revnat,
+                              h.cached(lb_services.CODEC), h.cached(lb_backends.CODEC), h.cached(lb_revnat.CODEC))
+        removed = reconcile(maps.remote, remote)
+        unchanged = removed.unchanged - added.added - added.updated
+        result += ReconcileResult(added.added, added.updated, removed.deleted, unchanged)
+        self._ns_ids = maps.lb.ids
+        return result
+
+    def host_stats(self) -> dict[str, int]:
+        """The host program's counters (``HostCounter`` name -> value); {} before attach_host."""
+        if self._host is None:
+            return {}
+        table = self._host.program.table(ns_nat.STATS_MAP_NAME)
+        return {c.name: int(table[table.Key(int(c))].value) for c in ns_nat.HostCounter}
+
+    def ns_connections(self) -> dict[NatKey, NatEntry]:
+        """The host program's north-south NAT entries (kernel map)."""
+        return dict(self._host.live(ns_nat.CODEC).items()) if self._host is not None else {}
+
     # -- helpers ---------------------------------------------------------------
 
     def _ifindex(self, ifname: str) -> int:
         att = self._attachments.get(ifname)
         return att.ifindex if att is not None else self._tc.ifindex(ifname)
+
+
+class HostMaps(CachedMaps):
+    """The host program and the write-through view of the maps only we write."""
+
+    def __init__(self, program: HostProgram) -> None:
+        self.program = program
+        self._cached = {}
+
+    def cached(self, codec: object) -> "CachedMap":
+        return self._cached_map(codec)
+
+    def live(self, codec: object) -> dict:
+        """A map as the kernel holds it now (counters, connections)."""
+        return dict(self._map(codec).items())
+
+    def close(self) -> None:
+        self._cached.clear()
+        self.program.close()

@@ -8,19 +8,24 @@ shape, appended to :attr:`NodeAgent.reconcilers`.
 """
 from __future__ import annotations
 
+import ipaddress
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Collection, Mapping, Protocol
+
+from twin.model.objects import Cluster
 
 from datapath.agent.store import CLUSTER, ENDPOINT_STATES, DesiredState
 from datapath.agent.tables import ClusterTables
+from datapath.compile_ns import plan_host
 from datapath.errors import UnsupportedPolicyError
 from datapath.node import EndpointSpec, NodeDatapath
 from datapath.reconcile import ReconcileResult
 from datapath.socklb import NodeSocketLB
 
 __all__ = ["NodeHost", "Reconciler", "EndpointsReconciler", "IpcacheReconciler", "PolicyReconciler",
-           "ServicesReconciler"]
+           "ServicesReconciler", "HostResult", "reconcile_host", "HostReconciler"]
 
 
 @dataclass(frozen=True)
@@ -139,4 +144,112 @@ class ServicesReconciler:
         result = self.lb.update_services(tables.lb_frontends(sorted(affected), states), terminate_udp_in=terminate) \
             if affected else ReconcileResult()
         self._cluster, self._tables = cluster, tables
+        return result
+
+
+@dataclass(frozen=True)
+class HostResult:
+    """What :func:`reconcile_host` did on one node's LAN interface(s)."""
+
+    interfaces: Mapping[str, int]  # ifname -> ifindex carrying the host program
+    responders: ReconcileResult  # l2_responder
+    responders_added: tuple[tuple[ipaddress.IPv4Address, str], ...]  # new entries: send GARP for these
+    responders_removed: tuple[tuple[ipaddress.IPv4Address, str], ...]
+    north_south: ReconcileResult  # lb4_* + ns_remote_backends of the host program
+    responder_fault: bool  # the responder was deliberately left unprogrammed
+
+    @property
+    def total(self) -> ReconcileResult:
+        return self.responders + self.north_south
+
+    def as_dict(self) -> dict:
+        return {"interfaces": dict(self.interfaces), "responders": self.responders,
+                "responders_added": list(self.responders_added),
+                "responders_removed": list(self.responders_removed),
+                "north_south": self.north_south, "responder_fault": self.responder_fault}
+
+
+def reconcile_host(dp: NodeDatapath, tables: ClusterTables | Cluster, node: str, held_leases: Collection[str],
+                   responder_fault: bool = False,
+                   endpoint_states: Mapping[str, str] | None = None) -> HostResult:
+    """Make ``node``'s host program implement the semantics: attached to the
+    node's uplink and the interfaces its L2 announcements select, answering
+    ARP for the IPs of the leases in ``held_leases`` on those interfaces
+    (:func:`datapath.compile_ns.plan_host`), and load-balancing the
+    north-south frontends.
+
+    ``responder_fault`` injects cilium#48626 (lease held, responder not
+    programmed): the responder map is emptied instead, everything else as
+    usual.  The caller sends gratuitous ARP for ``responders_added``
+    (:func:`datapath.garp.send_garp`)."""
+    if isinstance(tables, Cluster):
+        tables = ClusterTables(tables)
+    cluster = tables.cluster
+    states = endpoint_states or {}
+    plan = plan_host(cluster, node, held_leases, allocation=tables.view.allocation,
+                     table=tables.lb_table(states))
+    interfaces = dp.attach_host(plan.interfaces, plan.node_ip)
+    before = dp.l2_responders()
+    wanted = set() if responder_fault else set(plan.responders)
+    responders = dp.set_l2_responders(sorted(wanted))
+    north_south = dp.set_north_south(plan.frontends, cluster, node)
+    return HostResult(interfaces, responders, tuple(sorted(wanted - before)), tuple(sorted(before - wanted)),
+                      north_south, responder_fault)
+
+
+class HostReconciler:
+    """:func:`reconcile_host` as an agent reconciler, with the elector's entry point.
+
+    The agent's loop calls :meth:`reconcile` on cluster and endpoint-state
+    changes; the node's elector calls :meth:`set_leases` whenever the set of
+    leases this node holds changes (from its own thread: both are serialised
+    here).  Responder entries that appear are announced with one gratuitous
+    ARP each (``garp(ip, ifname)``; default :func:`datapath.garp.send_garp` in
+    the node's netns).  Until the first desired state arrives, leases are
+    only remembered."""
+
+    name = "host"
+    concerns = frozenset({CLUSTER, ENDPOINT_STATES})
+
+    def __init__(self, host: NodeHost, dp: NodeDatapath, *,
+                 garp: Callable[[ipaddress.IPv4Address, str], None] | None = None) -> None:
+        self.host, self.dp = host, dp
+        self._garp = garp
+        self._lock = threading.Lock()
+        self._held: frozenset[str] = frozenset()
+        self._fault = False
+        self._desired: tuple[ClusterTables, Mapping[str, str]] | None = None
+        self.last_result: HostResult | None = None
+        self.garps_sent: list[tuple[ipaddress.IPv4Address, str]] = []
+
+    @property
+    def held_leases(self) -> frozenset[str]:
+        return self._held
+
+    def reconcile(self, desired: DesiredState, tables: ClusterTables) -> ReconcileResult:
+        with self._lock:
+            self._desired = (tables, desired.endpoint_states)
+            return self._apply().total
+
+    def set_leases(self, held: Collection[str], responder_fault: bool | None = None) -> HostResult | None:
+        """This node now holds ``held`` (lease names); ``responder_fault`` (when
+        given) turns the cilium#48626 fault on or off."""
+        with self._lock:
+            self._held = frozenset(held)
+            if responder_fault is not None:
+                self._fault = responder_fault
+            return self._apply() if self._desired is not None else None
+
+    def _apply(self) -> HostResult:
+        assert self._desired is not None
+        tables, states = self._desired
+        result = reconcile_host(self.dp, tables, self.host.name, self._held, self._fault, states)
+        self.last_result = result
+        for ip, ifname in result.responders_added:
+            if self._garp is not None:
+                self._garp(ip, ifname)
+            else:
+                from datapath.garp import send_garp
+                send_garp(self.host.netns, ifname, ip)
+            self.garps_sent.append((ip, ifname))
         return result

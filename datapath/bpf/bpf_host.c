@@ -1,0 +1,29 @@
+/* tc programs for the node's LAN interface(s), clsact direct-action.
+ *
+ *   from_netdev  tc ingress: ARP responder (lib/l2_responder.h), then
+ *                north-south load-balancing and NAT replies (lib/nodeport.h)
+ *   to_netdev    tc egress: reverse NAT of local backends' replies
+ *
+ * Everything that is neither ARP for a responder entry nor traffic of a
+ * north-south frontend passes untouched, with TC_ACT_UNSPEC (HOST_PASS), so
+ * another component's filter at a later priority on the same interface
+ * still runs.  Attached at prio HOST_FILTER_PRIO (datapath/attach.py).
+ */
+#include "lib/common.h"
+#include "lib/lb.h"
+#include "lib/l2_responder.h"
+#include "lib/nodeport.h"
+
+int from_netdev(struct __sk_buff *skb)
+{
+	int ret = l2_respond(skb);
+
+	if (ret != HOST_PASS)
+		return ret;
+	return ns_ingress(skb);
+}
+
+int to_netdev(struct __sk_buff *skb)
+{
+	return ns_egress(skb);
+}
