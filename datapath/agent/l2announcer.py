@@ -84,6 +84,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import queue
 import random
 import signal
@@ -422,7 +423,6 @@ class ElectorProcess:
 
 
 def _pid() -> int:
-    import os
     return os.getpid()
 
 
@@ -452,7 +452,15 @@ def main(argv: list[str] | None = None) -> int:
     proc = ElectorProcess(a.node, a.api, params, a.namespace, seed=a.seed)
     signal.signal(signal.SIGTERM, lambda *_: proc.stop.set())
     signal.signal(signal.SIGINT, lambda *_: proc.stop.set())
-    return proc.run(sys.stdin)
+    code = proc.run(sys.stdin)
+    # elector threads may still be inside a request (EOF: nobody waits for them); holding the
+    # output lock, flush and leave without the interpreter's shutdown racing them for stdout
+    with proc._out_lock:
+        try:
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+        os._exit(code)
 
 
 if __name__ == "__main__":
