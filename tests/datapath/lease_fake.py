@@ -14,7 +14,9 @@ logged (monotonic time, method, lease, status) for the tests to read.
 """
 from __future__ import annotations
 
+import ctypes
 import json
+import os
 import re
 import threading
 import time
@@ -31,9 +33,13 @@ def _status(code: int, reason: str, message: str) -> dict:
 
 
 class LeaseFake:
-    """``with LeaseFake() as api: api.url``; ``api.leases``, ``api.log``."""
+    """``with LeaseFake() as api: api.url``; ``api.leases``, ``api.log``.
 
-    def __init__(self) -> None:
+    ``netns``: a network namespace path to listen in (the listening socket is
+    created by a thread that joined it, so it lives there; it is served from
+    this process as any socket is); default: loopback of the caller's."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, netns: str | None = None) -> None:
         self.leases: dict[tuple[str, str], dict] = {}
         self.log: list[tuple[float, str, str, int]] = []  # (monotonic, method, lease name, status)
         self._lock = threading.Lock()
@@ -82,7 +88,7 @@ class LeaseFake:
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # a client killed mid-request (the tests SIGKILL electors): not the server's error
 
-        self.server = Server(("127.0.0.1", 0), Handler)
+        self.server = _in_netns(netns, lambda: Server((host, port), Handler))
         self.server.daemon_threads = True
         self._thread = threading.Thread(target=self.server.serve_forever, name="lease-fake", daemon=True)
 
@@ -135,3 +141,33 @@ class LeaseFake:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=5)
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def _in_netns(path: str | None, make):
+    """``make()`` called in a thread that joined the network namespace ``path``."""
+    if path is None:
+        return make()
+    out: dict = {}
+
+    def run() -> None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns({path})")
+            finally:
+                os.close(fd)
+            out["value"] = make()
+        except BaseException as exc:  # handed to the caller below
+            out["error"] = exc
+
+    t = threading.Thread(target=run, name="lease-fake-netns")
+    t.start()
+    t.join()
+    if "error" in out:
+        raise out["error"]
+    return out["value"]

@@ -169,3 +169,195 @@ def test_a_lease_dropped_from_the_set_is_released_and_taken_by_the_other_candida
     # released: holder "" with leaseDurationSeconds 1 -> w2 may take it after 1 s on its clock, not LD
     wait_until(lambda: b.of("acquired"), LD + 5, "w2 acquires the released lease")
     assert a.proc.poll() is None
+
+
+# ------------------------------------------------------------------ the node agent's wiring
+# The elector runs in the node's netns and reaches the Lease API over a veth "LAN"
+# (the API served from another netns); ``ip link set ens5 down`` is a real partition.
+# The host program (responder map, GARP: helper bpfhost's reconcile_host/send_garp)
+# is not on this branch: a recording double stands in for it here.
+
+import types  # noqa: E402
+
+from topology import Topology  # noqa: E402
+
+from datapath.agent import L2Config, NodeAgent, Store  # noqa: E402
+from datapath.agent import reconcilers as reconcilers_mod  # noqa: E402
+from datapath.agent.agent import AgentError  # noqa: E402
+from twin.model.build import build_cluster  # noqa: E402
+from twin.model.yamlsrc import Source  # noqa: E402
+from twin.semantics.election import ElectionParams  # noqa: E402
+
+SEED = REPO / "examples"
+API_IP, NODE_IP = "192.168.77.250", "192.168.77.11"
+LEASE = "cilium-l2announce-default-svc1"
+
+
+def seed_cluster(blue: bool = True):
+    l2 = (SEED / "seed" / "l2.yaml").read_text()
+    if blue:
+        l2 = l2.replace("metadata:\n  name: svc1\n", "metadata:\n  name: svc1\n  labels:\n    color: blue\n")
+    return build_cluster([Source("l2.yaml", l2), Source("pods.yaml", (SEED / "seed" / "pods.yaml").read_text())],
+                         Source("values.yaml", (SEED / "values" / "seed.yaml").read_text()))
+
+
+class HostDouble:
+    """Stands in for bpfhost's reconcile_host / send_garp: records what the agent asked."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, frozenset, bool]] = []
+        self.garps: list[tuple[str, str, str]] = []
+        self._programmed: set[str] = set()
+
+    def reconcile_host(self, datapath, view, node, held_leases, responder_fault):
+        self.calls.append((node, frozenset(held_leases), responder_fault))
+        anns = {a.lease: a for a in view.announcements.values()}
+        added = [(ip, ifname) for lease in sorted(set(held_leases) - self._programmed)
+                 for ip in anns[lease].ips for ifname in anns[lease].interfaces[node]]
+        self._programmed = set(held_leases)
+        return {"responders_added": added}
+
+    def send_garp(self, netns, ifname, ip):
+        self.garps.append((netns, ifname, ip))
+
+
+class _NoMaps:
+    """The agent's datapath slot: this test loads no BPF (the double programs nothing)."""
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def lan():
+    if os.geteuid() != 0:
+        pytest.skip("needs root: creates network namespaces")
+    t = Topology()
+    try:
+        api_ns, node_ns = t.add_node("api"), t.add_node("w1")
+        t.link_nodes(api_ns, API_IP, node_ns, NODE_IP)
+        with LeaseFake(API_IP, 6443, netns=f"/run/netns/{api_ns}") as fake:
+            yield t, fake, node_ns
+    finally:
+        t.destroy()
+
+
+@pytest.fixture
+def host(monkeypatch):
+    double = HostDouble()
+    monkeypatch.setattr(reconcilers_mod, "reconcile_host", double.reconcile_host, raising=False)
+    monkeypatch.setitem(sys.modules, "datapath.garp", types.SimpleNamespace(send_garp=double.send_garp))
+    return double
+
+
+def make_agent(node_ns: str, events: list):
+    store = Store()
+    agent = NodeAgent(_host(node_ns), store,
+                      l2=L2Config(f"http://{API_IP}:6443", ElectionParams(LD, RD, RP, 50, 100),
+                                  on_event=lambda node, ev: events.append(ev)))
+    agent.datapath = _NoMaps()  # type: ignore[assignment]
+    agent.start_watching()
+    return agent, store
+
+
+def _host(node_ns: str):
+    from datapath.agent import NodeHost
+    return NodeHost("k8s-w1", f"/run/netns/{node_ns}", lambda key: "unused")
+
+
+def test_agent_programs_and_garps_a_held_lease_and_withdraws_it_when_cut_off_from_the_api(lan, host):
+    topo, fake, node_ns = lan
+    events: list = []
+    agent, store = make_agent(node_ns, events)
+    try:
+        assert agent.wait_for(store.publish(seed_cluster()), 30).ok
+        wait_until(lambda: LEASE in agent.l2_status()["held"], 15, "k8s-w1 holds svc1's lease")
+        assert fake.holder(LEASE) == "k8s-w1"
+        wait_until(lambda: host.garps, 5, "a gratuitous ARP for svc1's IP")
+        assert host.garps == [(f"/run/netns/{node_ns}", "ens5", "10.10.200.1")]
+        assert host.calls[-1] == ("k8s-w1", frozenset({LEASE}), False)
+        assert agent.l2_status()["programmed"] == [LEASE]
+        cut = time.monotonic()
+        subprocess.run(["ip", "netns", "exec", node_ns, "ip", "link", "set", "ens5", "down"], check=True)
+        wait_until(lambda: LEASE not in agent.l2_status()["held"], RD + 5, "the lease lost after the partition")
+        lost = [e for e in events if e["event"] == "lost"]
+        assert lost and "renew deadline" in lost[0]["detail"]["reason"] and lost[0]["t"] >= cut
+        wait_until(lambda: host.calls[-1][1] == frozenset(), 5, "the responder withdrawn")
+        assert agent.l2_status()["elector_alive"]
+    finally:
+        agent.close()
+
+
+def test_close_stops_the_elector_which_releases_its_lease(lan, host):
+    topo, fake, node_ns = lan
+    agent, store = make_agent(node_ns, [])
+    try:
+        agent.wait_for(store.publish(seed_cluster()), 30)
+        wait_until(lambda: LEASE in agent.l2_status()["held"], 15, "k8s-w1 holds svc1's lease")
+        pid = agent.elector_pid
+    finally:
+        agent.close()
+    assert fake.holder(LEASE) == ""
+    assert not os.path.exists(f"/proc/{pid}") or "zombie" not in open(f"/proc/{pid}/status").read().lower()
+    assert not agent.l2_status()["elector_alive"]
+
+
+def test_agent_kill_stops_renewals_but_leaves_the_programming(lan, host):
+    topo, fake, node_ns = lan
+    agent, store = make_agent(node_ns, [])
+    try:
+        agent.wait_for(store.publish(seed_cluster()), 30)
+        wait_until(lambda: LEASE in agent.l2_status()["held"] and host.garps, 15, "k8s-w1 holds svc1's lease")
+        calls = len(host.calls)
+        killed = agent.kill_agent()
+        status = agent.l2_status()
+        assert not status["elector_alive"] and LEASE in status["held"] and status["killed"] == killed
+        renew = fake.leases[("kube-system", LEASE)]["spec"]["renewTime"]
+        time.sleep(3 * RP)
+        assert fake.leases[("kube-system", LEASE)]["spec"]["renewTime"] == renew  # nobody renews
+        assert fake.holder(LEASE) == "k8s-w1"  # nor released it
+        assert len(host.calls) == calls  # the responder entries stay (no reconcile touched them)
+        with pytest.raises(AgentError, match="killed"):
+            agent.wait_for(store.publish(seed_cluster(blue=False)), 2)
+    finally:
+        agent.close()
+
+
+def test_leases_acquired_after_a_responder_fault_are_not_programmed(lan, host):
+    topo, fake, node_ns = lan
+    agent, store = make_agent(node_ns, [])
+    try:
+        agent.inject_responder_fault()
+        agent.wait_for(store.publish(seed_cluster()), 30)
+        wait_until(lambda: LEASE in agent.l2_status()["held"], 15, "k8s-w1 holds svc1's lease")
+        wait_until(lambda: len(host.calls) >= 2, 5, "the host reconciled after the acquisition")
+        status = agent.l2_status()
+        assert status["responder_fault"] and status["programmed"] == []
+        assert host.calls[-1][1] == frozenset() and not host.garps
+    finally:
+        agent.close()
+
+
+def test_a_service_no_longer_announced_is_released(lan, host):
+    topo, fake, node_ns = lan
+    agent, store = make_agent(node_ns, [])
+    try:
+        agent.wait_for(store.publish(seed_cluster()), 30)
+        wait_until(lambda: LEASE in agent.l2_status()["held"], 15, "k8s-w1 holds svc1's lease")
+        agent.wait_for(store.publish(seed_cluster(blue=False)), 30)
+        wait_until(lambda: not agent.l2_status()["held"], 5, "the lease released")
+        assert fake.holder(LEASE) == "" and agent.l2_status()["wanted"] == []
+        assert host.calls[-1][1] == frozenset()
+    finally:
+        agent.close()
+
+
+def test_without_the_host_program_the_agent_reports_a_clear_error(lan, monkeypatch):
+    topo, fake, node_ns = lan
+    monkeypatch.delattr(reconcilers_mod, "reconcile_host", raising=False)
+    agent, store = make_agent(node_ns, [])
+    try:
+        report = agent.wait_for(store.publish(seed_cluster()), 30)
+        assert not report.ok and "reconcile_host" in report.error
+    finally:
+        agent.close()
