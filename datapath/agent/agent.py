@@ -46,9 +46,8 @@ from datapath.reconcile import ReconcileResult
 from datapath.socklb import NodeSocketLB
 from twin.model.objects import Cluster
 from twin.semantics.election import ElectionParams
-from twin.semantics.l2 import effective_lease_timings
 
-__all__ = ["AgentReport", "AgentError", "NodeAgent", "L2Config", "election_params", "L2_LEASES"]
+__all__ = ["AgentReport", "AgentError", "NodeAgent", "L2Config", "L2_LEASES"]
 
 RETRY_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
 REPORTS_KEPT = 1000
@@ -58,29 +57,21 @@ ELECTOR_STOP_GRACE_S = 5.0
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def election_params(cluster: Cluster) -> ElectionParams:
-    """The elector's parameters for ``cluster``: Cilium's effective lease timings
-    (after its rewrites) and the client's ``k8sClientRateLimit``."""
-    eff, _ = effective_lease_timings(cluster.values.l2)
-    return ElectionParams(eff.lease_duration_s, eff.renew_deadline_s, eff.retry_period_s,
-                          cluster.values.client_qps, cluster.values.client_burst)
-
-
 @dataclass(frozen=True)
 class L2Config:
     """What a node agent needs for L2 announcements (absent: the agent does none).
 
     ``api_url``: the Lease API as seen from the node's namespace.  ``params``:
-    the election's; None = :func:`election_params` of the first cluster state
-    with L2 announcements enabled (the elector process is started once, with
-    those).  ``spawn(argv, **popen_kwargs) -> Popen`` starts ``argv`` in the
+    the election's (Cilium's effective lease timings and ``k8sClientRateLimit``;
+    the elector process is started once, with these, the first time a cluster
+    state enables L2 announcements).  ``spawn(argv, **popen_kwargs) -> Popen`` starts ``argv`` in the
     node's network namespace and records its pid for ``twin cleanup`` (the
     harness passes its topology's ``popen``); None = ``nsenter --net=<netns>``
     from this process (pid not recorded anywhere: tests).  ``on_event(node,
     event)`` receives every elector event and the agent's own L2 events."""
 
     api_url: str
-    params: ElectionParams | None = None
+    params: ElectionParams
     namespace: str = "kube-system"
     spawn: Callable[..., subprocess.Popen] | None = None
     on_event: Callable[[str, dict], None] | None = None
@@ -305,7 +296,7 @@ class NodeAgent:
         wanted = tuple(sorted({a.lease for a in tables.view.announcements.values()
                                if a.announced and self.name in a.candidate_nodes}))
         if cluster.values.l2.enabled and self._elector is None:
-            self._start_elector(cluster)
+            self._start_elector()
         if self._elector is not None and wanted != self._wanted:
             self._send_leases(wanted)
         return self._program_l2()
@@ -317,9 +308,9 @@ class NodeAgent:
                 "--retry-period", repr(params.retry_period_s), "--qps", repr(params.qps),
                 "--burst", str(params.burst), "--namespace", self.l2.namespace]
 
-    def _start_elector(self, cluster: Cluster) -> None:
+    def _start_elector(self) -> None:
         assert self.l2 is not None
-        argv = self._elector_argv(self.l2.params or election_params(cluster))
+        argv = self._elector_argv(self.l2.params)
         pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
         if self.l2.spawn is not None:
             proc = self.l2.spawn(argv, **pipes)

@@ -320,7 +320,7 @@ class Elector:
         start = time.monotonic()
         deadline = start + self.params.renew_deadline_s
         tick = start
-        while not self.halt.is_set():
+        while not self.halt.is_set() and time.monotonic() < deadline:
             if self.attempt(deadline):  # (reading someone else's record does not end the renewal
                 return True             # early: as in client-go, only the deadline does)
             t = time.monotonic()
