@@ -6,6 +6,16 @@
     report = agent.wait_for(store.version)
     agent.close()                 # detach and free everything it created
 
+With ``l2=L2Config(api_url, params)`` the agent also takes part in L2
+announcements: once a cluster state enables them it starts the node's elector
+process (:mod:`datapath.agent.l2announcer`) in the node's network namespace,
+sends it the Leases the node is a candidate for on every reconcile, reads its
+events in a thread, and on every acquisition or loss reprograms the host (ARP
+responder entries for the held leases, gratuitous ARP for the new ones).
+:meth:`NodeAgent.kill_agent` and :meth:`NodeAgent.inject_responder_fault` are
+the agent-kill and responder faults; :meth:`NodeAgent.l2_status` says what
+the node holds and since when.
+
 One agent per node owns that node's kernel objects: its
 :class:`~datapath.node.NodeDatapath` (tc programs on its pods' lxc devices,
 endpoints/ipcache/policy maps) and, with ``socket_lb``, its

@@ -91,6 +91,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from typing import Any, Callable
 
 from twin.semantics.election import ElectionParams, ElectorCore, LeaseRecord, TokenBucket
@@ -288,6 +289,10 @@ class Elector:
                     self._candidate()
                 else:
                     self._hold()
+        except Exception as exc:  # a bug: say it on the protocol (the agent logs it), then stop this elector
+            self.emit("error", self.lease, error=f"elector crashed: {type(exc).__name__}: {exc}",
+                      traceback=traceback.format_exc(limit=-6))
+            raise
         finally:
             if self.holding and self.release_on_stop:
                 self._release()
