@@ -526,5 +526,12 @@ class NodeAgent:
                     "wanted": list(self._wanted or ()), "killed": self._killed, "errors": list(self.l2_errors)}
 
     @property
+    def killed(self) -> float | None:
+        """``time.monotonic()`` of :meth:`kill_agent`, or None.  A killed agent reconciles
+        nothing: :meth:`wait_for` raises AgentError for it (a caller waiting for every
+        node skips the killed ones)."""
+        return self._killed
+
+    @property
     def elector_pid(self) -> int | None:
         return self._elector.pid if self._elector is not None else None

@@ -311,7 +311,7 @@ def test_agent_kill_stops_renewals_but_leaves_the_programming(lan, host):
         calls = len(host.calls)
         killed = agent.kill_agent()
         status = agent.l2_status()
-        assert not status["elector_alive"] and LEASE in status["held"] and status["killed"] == killed
+        assert not status["elector_alive"] and LEASE in status["held"] and status["killed"] == killed == agent.killed
         renew = fake.leases[("kube-system", LEASE)]["spec"]["renewTime"]
         time.sleep(3 * RP)
         assert fake.leases[("kube-system", LEASE)]["spec"]["renewTime"] == renew  # nobody renews
