@@ -437,7 +437,13 @@ class NodeAgent:
             added = list(changes["responders_added"])
             self._programmed = frozenset(held)
             for ip, ifname in added:
-                send_garp(self.host.netns, ifname, str(ip))
+                try:
+                    send_garp(self.host.netns, ifname, str(ip))
+                except (DatapathError, OSError) as exc:  # e.g. the interface is down: the entry stays
+                    # programmed; Cilium logs a failed gratuitous ARP and carries on, so does this agent
+                    self._emit({"t": time.monotonic(), "event": "garp-failed", "lease": None,
+                                "detail": {"ip": str(ip), "ifname": ifname, "error": str(exc)}})
+                    continue
                 self._emit({"t": time.monotonic(), "event": "garp", "lease": None,
                             "detail": {"ip": str(ip), "ifname": ifname}})
             self._emit({"t": time.monotonic(), "event": "programmed", "lease": None,

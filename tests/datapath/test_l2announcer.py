@@ -208,6 +208,7 @@ class HostDouble:
         self.calls: list[tuple[str, frozenset, bool]] = []
         self.garps: list[tuple[str, str, str]] = []
         self._programmed: set[str] = set()
+        self.garp_error: str | None = None  # set: send_garp fails as on a downed interface
 
     def reconcile_host(self, datapath, view, node, held_leases, responder_fault):
         self.calls.append((node, frozenset(held_leases), responder_fault))
@@ -218,6 +219,9 @@ class HostDouble:
         return {"responders_added": added}
 
     def send_garp(self, netns, ifname, ip):
+        if self.garp_error:
+            from datapath.errors import DatapathError
+            raise DatapathError(self.garp_error)
         self.garps.append((netns, ifname, ip))
 
 
@@ -359,5 +363,19 @@ def test_without_the_host_program_the_agent_reports_a_clear_error(lan, monkeypat
     try:
         report = agent.wait_for(store.publish(seed_cluster()), 30)
         assert not report.ok and "reconcile_host" in report.error
+    finally:
+        agent.close()
+
+
+def test_a_failed_gratuitous_arp_is_reported_and_the_responder_stays_programmed(lan, host):
+    topo, fake, node_ns = lan
+    events: list = []
+    host.garp_error = "gratuitous ARP for 10.10.200.1 on ens5 failed: [Errno 100] Network is down"
+    agent, store = make_agent(node_ns, events)
+    try:
+        assert agent.wait_for(store.publish(seed_cluster()), 30).ok
+        wait_until(lambda: [e for e in events if e["event"] == "garp-failed"], 15, "the failed GARP reported")
+        assert agent.l2_status()["programmed"] == [LEASE] and not agent.l2_status()["errors"]
+        assert all(r.ok for r in agent.reports)
     finally:
         agent.close()
