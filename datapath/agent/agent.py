@@ -190,19 +190,21 @@ class NodeAgent:
             self._thread.start()
 
     def close(self) -> None:
-        """Stop the elector process (SIGTERM: it releases its leases; SIGKILL after
-        a grace period; reaped), stop watching, then detach and free every kernel
+        """Stop watching; stop the elector process (SIGTERM: it releases its leases;
+        SIGKILL after a grace period; reaped); then detach and free every kernel
         object this agent created."""
-        self._closing = True
-        elector_error = self._stop_elector()
+        self._closing = True  # from now on no elector is started and held leases reprogram nothing
         self._stop.set()
         if self._watch is not None:
             self._watch.close()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=30)
-            if self._thread.is_alive():  # still inside a reconcile: freeing its maps now would pull them from under it
-                raise DatapathError(f"agent {self.name}: still reconciling 30 s after stop; its programs and maps "
-                                    "are left in place (`twin cleanup` removes them once this process exits)")
+        try:
+            if self._thread is not None and self._thread is not threading.current_thread():
+                self._thread.join(timeout=30)
+                if self._thread.is_alive():  # still inside a reconcile: freeing its maps now would pull them from under it
+                    raise DatapathError(f"agent {self.name}: still reconciling 30 s after stop; its programs and "
+                                        "maps are left in place (`twin cleanup` removes them once this process exits)")
+        finally:
+            elector_error = self._stop_elector()
         self._thread = None
         errors: list[str] = [elector_error] if elector_error else []
         for what, obj in (("socket LB", self.socklb), ("datapath", self.datapath)):
@@ -320,6 +322,9 @@ class NodeAgent:
 
     def _start_elector(self) -> None:
         assert self.l2 is not None
+        if self._closing or self._killed is not None:
+            raise DatapathError(f"agent {self.name}: not starting an elector: the agent is "
+                                f"{'closing' if self._closing else 'killed'}")
         argv = self._elector_argv(self.l2.params)
         pipes = dict(stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
         if self.l2.spawn is not None:
