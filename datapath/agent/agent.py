@@ -330,7 +330,7 @@ class NodeAgent:
         if self.l2.spawn is not None:
             proc = self.l2.spawn(argv, **pipes)
         else:
-            env = dict(os.environ)
+            env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
             env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO_ROOT, env.get("PYTHONPATH", "")) if p)
             proc = subprocess.Popen(["nsenter", f"--net={self.host.netns}", *argv], cwd=_REPO_ROOT, env=env,
                                     start_new_session=True, **pipes)  # type: ignore[call-overload]

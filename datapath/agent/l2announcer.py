@@ -145,6 +145,7 @@ class LeaseApi:
         from kubernetes import client
         cfg = client.Configuration(host=url)
         cfg.retries = False  # one API call = one HTTP request (the limiter counts requests)
+        cfg.proxy = None  # the client takes a proxy from *_proxy variables; the API is on the project's LAN
         cfg.connection_pool_maxsize = 64
         self._client = client
         self.api = client.CoordinationV1Api(client.ApiClient(cfg))
