@@ -45,9 +45,10 @@ sleeping, on this process's ``time.monotonic()``:
 * holder: like client-go's ``renew`` (``wait.Until`` over
   ``PollImmediateUntil``): a renewal starts right after the Lease is acquired
   and then ``holder_wait()`` after the previous renewal returned; a renewal
-  attempts at once and then on a ``retry_period`` ticker (a tick missed while
-  an attempt ran fires right after it, as Go's buffered ticker does) until an
-  attempt succeeds or ``renew_deadline`` has passed since the renewal started;
+  attempts at once and then ``retry_period`` after the start of the previous
+  attempt (at once if that attempt took longer: apimachinery's non-sliding
+  poll timer) until an attempt succeeds or ``renew_deadline`` has passed since
+  the renewal started;
   then leadership is lost (at the deadline) and the elector is a candidate
   again, keeping its observed record;
 * one attempt: Get, then ``ElectorCore.attempt`` on the record read, then a
@@ -321,25 +322,30 @@ class Elector:
                 return
 
     def _renewal(self) -> bool:
-        """``PollImmediateUntil(retryPeriod, tryAcquireOrRenew, renewDeadline)``."""
+        """client-go's ``PollUntilContextTimeout(ctx, retryPeriod, renewDeadline, immediate=true,
+        tryAcquireOrRenew)`` (apimachinery ``loopConditionUntilContext``, non-sliding): the
+        timer is armed for ``start + RP`` and the first attempt runs at once; then, each time
+        the timer has fired (at once if it fired during the attempt), it is re-armed for
+        ``now + RP`` and the next attempt runs; the deadline ``start + RD`` ends it.  Reading
+        someone else's record does not end the renewal early: only the deadline does."""
         rp = self.params.retry_period_s
         start = time.monotonic()
         deadline = start + self.params.renew_deadline_s
-        tick = start
-        while not self.halt.is_set() and time.monotonic() < deadline:
-            if self.attempt(deadline):  # (reading someone else's record does not end the renewal
-                return True             # early: as in client-go, only the deadline does)
+        fire = start + rp
+        if self.attempt(deadline):
+            return True
+        while not self.halt.is_set():
             t = time.monotonic()
-            tick += rp
-            if tick <= t:  # ticks passed during the attempt: one is buffered, fire now
-                tick += ((t - tick) // rp) * rp
-                continue
-            if tick >= deadline:
+            if fire >= deadline:  # the context ends first
                 self.halt.wait(max(0.0, deadline - t))
                 return False
-            self.halt.wait(tick - t)
+            if fire > t and self.halt.wait(fire - t):
+                return False
             if time.monotonic() >= deadline:
                 return False
+            fire = time.monotonic() + rp
+            if self.attempt(deadline):
+                return True
         return False
 
     def _release(self) -> None:
