@@ -46,7 +46,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from datapath.agent.reconcilers import (
-    EndpointsReconciler, IpcacheReconciler, NodeHost, PolicyReconciler, Reconciler, ServicesReconciler,
+    EndpointsReconciler, HostReconciler, IpcacheReconciler, NodeHost, PolicyReconciler, Reconciler,
+    ServicesReconciler,
 )
 from datapath.agent.store import DesiredState, Watch, WatchSource
 from datapath.agent.tables import ClusterTables, TableCache
@@ -147,6 +148,7 @@ class NodeAgent:
         self._responder_fault = False
         self._programmed: frozenset[str] = frozenset()  # leases whose responder entries were last programmed
         self._l2_tables: ClusterTables | None = None
+        self.host_reconciler: HostReconciler | None = None
         self._killed: float | None = None  # time.monotonic() of kill_agent()
         self._closing = False
         self.l2_errors: list[str] = []
@@ -175,6 +177,9 @@ class NodeAgent:
                 self.socklb = NodeSocketLB(extra_cflags=self._extra_cflags).open()
                 self.socklb.attach_cgroup(self.host.cgroup)
                 self.reconcilers.append(ServicesReconciler(self.host, self.socklb))
+            if self.l2 is not None:  # the host program on the LAN interface(s): ARP responder, north-south LB
+                self.host_reconciler = HostReconciler(self.host, self.datapath, garp=self._garp)
+                self.reconcilers.append(self.host_reconciler)
             self.start_watching()
         except BaseException:
             self.close()
@@ -413,48 +418,37 @@ class NodeAgent:
             self._cond.notify_all()
 
     def _program_l2(self) -> ReconcileResult:
-        """ADAPTER to the host program (helper "bpfhost"): program the ARP responder
-        entries for the leases held (minus those acquired after a responder fault)
-        and send gratuitous ARP for each entry newly added.
-
-        Expects ``datapath.agent.reconcilers.reconcile_host(datapath, view, node,
-        held_leases, responder_fault) -> dict`` whose ``"responders_added"`` lists
-        the (ip, ifname) entries newly programmed, and ``datapath.garp.send_garp(
-        netns_path, ifname, ip)``.  A missing function is an error, not a no-op."""
+        """Program the ARP responder entries for the leases held (minus those acquired
+        after a responder fault: cilium#48626) through the host reconciler, which
+        also load-balances the north-south frontends and sends one gratuitous ARP per
+        newly added entry (:meth:`_garp`)."""
         with self._dp_lock:
-            if self._l2_tables is None or self.datapath is None:
+            if self._l2_tables is None or self.datapath is None or self.host_reconciler is None:
                 return ReconcileResult()
             with self._l2_lock:
                 wanted = set(self._wanted or ())
                 held = {lease for lease in self._held if lease in wanted and lease not in self._unprogrammed}
-                fault = self._responder_fault
-            try:
-                from datapath.agent.reconcilers import reconcile_host  # type: ignore[attr-defined]
-                from datapath.garp import send_garp  # type: ignore[import-not-found]
-            except ImportError as exc:
-                raise DatapathError(f"agent {self.name}: L2 announcements need the host program's reconcile "
-                                    f"(datapath.agent.reconcilers.reconcile_host, datapath.garp.send_garp), "
-                                    f"which this build lacks: {exc}") from exc
-            changes: dict[str, Any] = reconcile_host(self.datapath, self._l2_tables.view, self.name, held, fault)
-            if "responders_added" not in changes:
-                raise DatapathError(f"agent {self.name}: reconcile_host returned no 'responders_added' "
-                                    f"(keys: {sorted(changes)})")
-            added = list(changes["responders_added"])
+            result = self.host_reconciler.set_leases(held, responder_fault=False)
             self._programmed = frozenset(held)
-            for ip, ifname in added:
-                try:
-                    send_garp(self.host.netns, ifname, str(ip))
-                except (DatapathError, OSError) as exc:  # e.g. the interface is down: the entry stays
-                    # programmed; Cilium logs a failed gratuitous ARP and carries on, so does this agent
-                    self._emit({"t": time.monotonic(), "event": "garp-failed", "lease": None,
-                                "detail": {"ip": str(ip), "ifname": ifname, "error": str(exc)}})
-                    continue
-                self._emit({"t": time.monotonic(), "event": "garp", "lease": None,
-                            "detail": {"ip": str(ip), "ifname": ifname}})
+            if result is None:  # no desired state reconciled yet: the leases are remembered
+                return ReconcileResult()
             self._emit({"t": time.monotonic(), "event": "programmed", "lease": None,
-                        "detail": {"leases": sorted(held), "responders_added": [[str(i), n] for i, n in added]}})
-            return ReconcileResult(added=int(changes.get("added", len(added))), updated=int(changes.get("updated", 0)),
-                                   deleted=int(changes.get("deleted", 0)))
+                        "detail": {"leases": sorted(held),
+                                   "responders_added": [[str(i), n] for i, n in result.responders_added]}})
+            return result.total
+
+    def _garp(self, ip, ifname: str) -> None:
+        """One gratuitous ARP for a responder entry just added; a failure (e.g. the
+        interface is down) is logged and the entry stays, as Cilium does."""
+        from datapath.garp import send_garp
+        try:
+            send_garp(self.host.netns, ifname, ip)
+        except (DatapathError, OSError) as exc:
+            self._emit({"t": time.monotonic(), "event": "garp-failed", "lease": None,
+                        "detail": {"ip": str(ip), "ifname": ifname, "error": str(exc)}})
+            return
+        self._emit({"t": time.monotonic(), "event": "garp", "lease": None,
+                    "detail": {"ip": str(ip), "ifname": ifname}})
 
     def _emit(self, ev: dict) -> None:
         if self.on_l2_event is None:
