@@ -1,0 +1,147 @@
+"""The twin's L2 predictions: failover outages and lease-transition counts.
+
+Each prediction is derived two ways and says so:
+
+(a) **analytic** bounds from the algorithms (:mod:`twin.semantics.failover`,
+    pure, with its derivation as text);
+(b) **Monte Carlo**: the same scenario rerun in the twin with ``n`` seeds
+    derived from the run's seed (every component's stream changes), the
+    empirical distribution (``samples``) and its central 98 % interval.
+
+The predicted interval is the envelope of (a) and (b), widened by the
+scenario's ``outage_tolerance``.  Formats (one dict each in
+``Observations.predictions``)::
+
+    {"kind": "failover", "step": i, "fault": kind, "node": holder, "lease": L, "loop": name,
+     "outage_lo": s, "outage_hi": s, "persists": bool, "analytic": [lo, hi],
+     "monte_carlo": {"n": n, "central": [lo, hi], "min": s, "max": s, "persist_fraction": f},
+     "samples": [s, ...], "derivation": "..."}
+    {"kind": "lease-transitions", "lease": L or "*", "lo": n, "hi": n, "samples": [n, ...],
+     "derivation": "..."}
+
+The outage is :func:`twin.semantics.failover.measured_outage` of the loop's
+requests (the harness measures the real side with the same function).
+"""
+from __future__ import annotations
+
+import random
+
+from twin.model.run import RunInputs
+from twin.model.scenario import EXTERNAL
+from twin.semantics.delays import Delays
+from twin.semantics.election import throttled
+from twin.semantics.failover import (FailoverTiming, central_interval, measured_outage, outage_bounds,
+                                     prediction_interval)
+from twin.semantics.lb import lb_table
+from twin.semantics.l2 import lease_name
+from twin.sim.l2 import election_params
+
+#: reruns behind each L2 prediction's distribution
+MONTE_CARLO_RUNS = 200
+
+
+def derived_seed(seed: int, k: int) -> int:
+    return random.Random(f"{seed}:monte-carlo:{k}").getrandbits(48)
+
+
+def _external_loops(inputs: RunInputs, step_times: dict) -> list[tuple]:
+    """(traffic, start, end) of every loop from the external host."""
+    out = []
+    for s in inputs.scenario.steps:
+        if s.kind == "loop" and s.traffic.src == EXTERNAL and s.index in step_times:
+            start = step_times[s.index]
+            out.append((s.traffic, start, start + s.traffic.duration_s))
+    return out
+
+
+def outages(inputs: RunInputs, step_times: dict, obs) -> dict:
+    """{(fault step, loop name): measured_outage(...)} of one run."""
+    timeout = inputs.scenario.settings.request_timeout_s
+    out = {}
+    for f in obs.faults:
+        for t, start, end in _external_loops(inputs, step_times):
+            if start <= f.t < end:
+                recs = [(r.t, r.outcome == "answered") for r in obs.requests if r.name == t.name]
+                out[(f.step, t.name)] = measured_outage(recs, f.t, timeout)
+    return out
+
+
+def _rerun(inputs: RunInputs, seed: int, delays: Delays, overrides: dict):
+    from twin.sim.backend import Twin
+    from twin.sim.world import SimConfig
+    twin = Twin(inputs, SimConfig(seed=seed, delays=delays, overrides=overrides))
+    obs = twin.run()
+    return outages(inputs, twin.step_times, obs), obs
+
+
+def l2_predictions(inputs: RunInputs, twin, obs, seed: int, delays: Delays, overrides: dict, n: int) -> list[dict]:
+    runs = [_rerun(inputs, derived_seed(seed, k), delays, overrides) for k in range(n)]
+    settings = inputs.scenario.settings
+    tol = settings.outage_tolerance_s
+    params = election_params(inputs.cluster)
+    preds = []
+    for f in obs.faults:
+        for t, start, end in _external_loops(inputs, twin.step_times):
+            if not start <= f.t < end:
+                continue
+            samples = [r[0][(f.step, t.name)]["outage"] for r in runs if (f.step, t.name) in r[0]]
+            persist = [r[0][(f.step, t.name)]["persists"] for r in runs if (f.step, t.name) in r[0]]
+            cluster = twin.api.cluster
+            held = sum(1 for e in twin.l2.nodes[f.node].electors.values()) or 1
+            cands = max((len(a.electors) for name, a in twin.l2.nodes.items() if name != f.node), default=1) or 1
+            svc = service_of(t.dst)
+            backends = {b.pod for fe in lb_table(cluster, None, twin.api.view.allocation).services
+                        if fe.service == svc for b in fe.active}
+            on_node = any(cluster.pod(b).node == f.node for b in backends)
+            timing = FailoverTiming(params, delays, t.interval_s, settings.request_timeout_s,
+                                    settings.external.garp, settings.external.arp_accept,
+                                    settings.external.base_reachable_time_s, held, cands, end - f.t)
+            b = outage_bounds(f.kind, timing, backend_on_node=on_node and f.kind == "node-crash")
+            lo, hi = prediction_interval(b, samples, tol)
+            central = central_interval(samples) if samples else (None, None)
+            preds.append({
+                "kind": "failover", "step": f.step, "fault": f.kind, "node": f.node,
+                "lease": f.lease or lease_name(cluster.service(svc)), "loop": t.name,
+                "outage_lo": round(lo, 6), "outage_hi": round(hi, 6),
+                "persists": b.persists or (bool(persist) and sum(persist) * 2 > len(persist)),
+                "analytic": [round(b.lo, 6), round(b.hi, 6)],
+                "monte_carlo": {"n": len(samples), "central": [central[0], central[1]],
+                                "min": min(samples, default=None), "max": max(samples, default=None),
+                                "persist_fraction": round(sum(persist) / len(persist), 4) if persist else None},
+                "samples": samples,
+                "derivation": (f"(a) analytic: {b.derivation}. (b) Monte Carlo: {len(samples)} twin reruns with "
+                               f"seeds derived from {seed}. Interval: envelope of (a) and (b) widened by "
+                               f"outage_tolerance {tol:g}s"),
+            })
+    preds += _transition_predictions(inputs, twin, runs, params)
+    return preds
+
+
+def service_of(dst: str) -> str:
+    from twin.model.scenario import service_key
+    return service_key(dst)
+
+
+def _transition_predictions(inputs, twin, runs, params) -> list[dict]:
+    leases = sorted({e.lease for a in twin.l2.nodes.values() for e in a.electors.values()} |
+                    {x.lease for _, o in runs for x in o.leases})
+    out = []
+    held_max = max((len(a.electors) for a in twin.l2.nodes.values()), default=0)
+    thr = throttled(held_max, 0, params)
+    faults = sum(1 for s in inputs.scenario.steps if s.kind == "fault")
+    text = (f"(a) analytic: {len(leases)} announced lease(s); an agent with all {held_max} as holder makes "
+            f"{2 * held_max / params.retry_period_s:.1f} requests/s against qps {params.qps:g} "
+            + ("(throttled: renewals can miss the renew deadline, each loss is a transition; the count is "
+               "Monte Carlo only)" if thr else "(not throttled: one transition per lease, plus one per failover)")
+            + f". (b) Monte Carlo over {len(runs)} reruns: range of the counts")
+    for lease in ["*"] + leases:
+        samples = [sum(1 for x in o.leases if lease == "*" or x.lease == lease) for _, o in runs]
+        if not samples:
+            continue
+        lo, hi = min(samples), max(samples)
+        if not thr and faults == 0:
+            exact = len(leases) if lease == "*" else 1
+            lo, hi = min(lo, exact), max(hi, exact)
+        out.append({"kind": "lease-transitions", "lease": lease, "lo": lo, "hi": hi, "samples": samples,
+                    "derivation": text})
+    return out
