@@ -16,8 +16,12 @@ scenario's ``outage_tolerance``.  Formats (one dict each in
      "outage_lo": s, "outage_hi": s, "persists": bool, "analytic": [lo, hi],
      "monte_carlo": {"n": n, "central": [lo, hi], "min": s, "max": s, "persist_fraction": f},
      "samples": [s, ...], "derivation": "..."}
-    {"kind": "lease-transitions", "lease": L or "*", "lo": n, "hi": n, "samples": [n, ...],
-     "derivation": "..."}
+    {"kind": "lease-transitions" | "lease-losses", "lease": L or "*", "lo": n, "hi": n,
+     "samples": [n, ...], "derivation": "..."}
+
+``lease-transitions`` counts holder changes (``Observations.leases``);
+``lease-losses`` counts leaderships lost (``lease-lost`` events: a renewal
+missed its deadline, e.g. throttled by the client's rate limiter).
 
 The outage is :func:`twin.semantics.failover.measured_outage` of the loop's
 requests (the harness measures the real side with the same function).
@@ -123,25 +127,37 @@ def service_of(dst: str) -> str:
 
 
 def _transition_predictions(inputs, twin, runs, params) -> list[dict]:
+    """Holder changes (``lease-transitions``, as the API server records them) and leadership
+    losses (``lease-losses``: an elector's renewal missed its deadline, or it stopped)."""
     leases = sorted({e.lease for a in twin.l2.nodes.values() for e in a.electors.values()} |
                     {x.lease for _, o in runs for x in o.leases})
-    out = []
-    held_max = max((len(a.electors) for a in twin.l2.nodes.values()), default=0)
-    thr = throttled(held_max, 0, params)
+    agents = [(name, len(a.electors)) for name, a in sorted(twin.l2.nodes.items()) if a.electors]
+    # the worst case of each agent: it holds every lease it is a candidate for
+    thr = [name for name, e in agents if throttled(e, 0, params)]
     faults = sum(1 for s in inputs.scenario.steps if s.kind == "fault")
-    text = (f"(a) analytic: {len(leases)} announced lease(s); an agent with all {held_max} as holder makes "
-            f"{2 * held_max / params.retry_period_s:.1f} requests/s against qps {params.qps:g} "
-            + ("(throttled: renewals can miss the renew deadline, each loss is a transition; the count is "
-               "Monte Carlo only)" if thr else "(not throttled: one transition per lease, plus one per failover)")
-            + f". (b) Monte Carlo over {len(runs)} reruns: range of the counts")
-    for lease in ["*"] + leases:
-        samples = [sum(1 for x in o.leases if lease == "*" or x.lease == lease) for _, o in runs]
-        if not samples:
-            continue
-        lo, hi = min(samples), max(samples)
-        if not thr and faults == 0:
-            exact = len(leases) if lease == "*" else 1
-            lo, hi = min(lo, exact), max(hi, exact)
-        out.append({"kind": "lease-transitions", "lease": lease, "lo": lo, "hi": hi, "samples": samples,
-                    "derivation": text})
+    rate = ", ".join(f"{name}: {2 * e / params.retry_period_s:.1f} requests/s holding all {e}" for name, e in agents)
+    text = (f"(a) analytic: {len(leases)} announced lease(s); {rate or 'no elector'} against qps {params.qps:g} "
+            f"(burst {params.burst}): "
+            + (f"throttled on {', '.join(thr)}: a renewal whose token would come after its renew deadline fails, "
+               "so leases can be lost (a lost holder re-acquires at once when nobody took over: client-go's "
+               "IsLeader shortcut, so losses need not change the holder); the counts come from (b)" if thr else
+               "not throttled: one holder change per lease, plus one per failover, and no loss without a fault")
+            + f". (b) Monte Carlo over {len(runs)} reruns: the range of the counts")
+
+    def losses(o, lease):
+        return sum(1 for e in o.events if e.event == "lease-lost" and (lease == "*" or e.get("lease") == lease))
+
+    out = []
+    for kind, count, exact in (
+            ("lease-transitions", lambda o, lease: sum(1 for x in o.leases if lease == "*" or x.lease == lease),
+             lambda lease: len(leases) if lease == "*" else 1),
+            ("lease-losses", losses, lambda lease: 0)):
+        for lease in ["*"] + leases:
+            samples = [count(o, lease) for _, o in runs]
+            if not samples:
+                continue
+            lo, hi = min(samples), max(samples)
+            if not thr and faults == 0:
+                lo, hi = min(lo, exact(lease)), max(hi, exact(lease))
+            out.append({"kind": kind, "lease": lease, "lo": lo, "hi": hi, "samples": samples, "derivation": text})
     return out
