@@ -76,6 +76,17 @@ def test_electors_start_only_on_candidate_nodes_when_the_label_step_announces_th
     assert obs.leases and obs.leases[0].t >= 1.0
 
 
+def test_removing_the_label_stops_the_electors_and_the_holder_releases_and_withdraws(tmp_path):
+    steps = [BLUE, {"wait": "3s"}, {"label": {"object": "Service/default/svc1", "remove": ["color"]}}, {"wait": "1s"},
+             {"arping": {"name": "gone", "service": "default/svc1", "count": 1}}]
+    obs = run(write_scenario(tmp_path, "unlabel", steps), seed=6)
+    holder = obs.leases[0].holder
+    assert {e.get("node") for e in _events(obs, "elector-stopped", lease=SVC1)} == WORKERS
+    assert _events(obs, "responder-withdrawn", node=holder, lease=SVC1)
+    assert [e.get("holder") for e in _events(obs, "lease", lease=SVC1)][-1] == ""  # released
+    assert next(a.nodes for a in obs.arp if a.name == "gone") == () and len(obs.leases) == 1
+
+
 def test_after_the_holder_crashes_the_other_candidate_takes_over_within_the_analytic_bound(crash):
     inputs = load(crash)
     timing = FailoverTiming(election_params(inputs.cluster))

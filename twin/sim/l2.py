@@ -159,8 +159,9 @@ class LeaseApi(Component):
             self.transitions[lease] = i + 1
             self.world.obs.leases.append(LeaseTransition(lease, i, round(self.env.now, 6), record.holder, previous,
                                                          record.transitions))
-        for cb in self.on_write:
-            cb(lease)
+        if record.holder != previous:  # a renewal changes nothing the consistency check looks at
+            for cb in self.on_write:
+                cb(lease)
         return Reply("ok", record, new_rv)
 
 
@@ -180,6 +181,14 @@ class Elector(Component):
     def stop(self) -> None:
         if self.process.is_alive:
             self.process.interrupt("stopped")
+
+    def release(self):
+        """client-go's ``ReleaseOnCancel`` (as the real elector does when its service is no
+        longer announced): an Update with no holder and ``leaseDurationSeconds`` 1."""
+        r = yield from self._call("get", None)
+        if r.status == "ok" and r.record.holder == self.agent.node:
+            rec = LeaseRecord("", 1, r.record.acquire_time, self.env.now, r.record.transitions)
+            yield from self._call("update", None, rec, r.rv)
 
     def _run(self):
         env = self.env
@@ -286,8 +295,13 @@ class NodeL2(Component):
                 want[a.lease] = (tuple(str(ip) for ip in a.ips), a.interfaces[self.node])
         for lease in list(self.electors):
             if lease not in want:
-                self.electors.pop(lease).stop()
+                e = self.electors.pop(lease)
+                leading = e.leading
+                e.stop()
                 self.world.log("elector-stopped", node=self.node, lease=lease)
+                if leading:  # ReleaseOnCancel: withdraw, then give the Lease up
+                    self.lost(e)
+                    self.env.process(e.release())
         for lease, (ips, ifaces) in sorted(want.items()):
             if lease not in self.electors:
                 self.electors[lease] = Elector(self, lease, ips, ifaces)
@@ -318,7 +332,7 @@ class NodeL2(Component):
                 self.responder |= {(ip, i) for ip in e.ips for i in e.interfaces}
                 self.world.log("responder-programmed", node=self.node, lease=e.lease, ips=list(e.ips))
             self.handled.add(e.lease)
-            self.l2.check()
+            self.l2.check(e.lease)
             if self.responder_missing:
                 return
             yield self.env.timeout(self.delays.garp_send.sample(self.rng))
@@ -337,7 +351,7 @@ class NodeL2(Component):
             self.responder -= {(ip, i) for ip in e.ips for i in e.interfaces}
             self.handled.discard(e.lease)
             self.world.log("responder-withdrawn", node=self.node, lease=e.lease)
-            self.l2.check()
+            self.l2.check(e.lease)
 
     def answers_arp(self, ip: str) -> bool:
         """Whether this node's responder answers who-has ``ip`` arriving on its LAN interface."""
@@ -677,7 +691,7 @@ class L2:
         settings = self.world.scenario.settings
         self.lan = Lan(settings.api_backup_path)
         self.api = LeaseApi(self.world, self.lan)
-        self.api.on_write.append(lambda lease: self.check())
+        self.api.on_write.append(lambda lease: self.check(lease))
         self.host = ExternalHost(self)
         self.nodes: dict[str, NodeL2] = {}
         for n in twin.api.cluster.nodes:
@@ -718,14 +732,17 @@ class L2:
     def arping(self, name: str, ip: str, count: int, step: int):
         yield from self.host.arping(name, ip, count, step)
 
-    def check(self) -> None:
+    def check(self, only: str | None = None) -> None:
         """The consistency check: lease holders (as the API server says) against each
         live node's responder map and LAN interface.  One record per (problem, lease,
-        node), with the time first seen."""
+        node), with the time first seen.  It runs whenever something it compares
+        changes (a holder, a responder map, a fault) and at every step boundary;
+        ``only`` limits it to one lease."""
         now = round(self.env.now, 6)
         anns = self.twin.api.view.announcements
         by_lease = {a.lease: a for a in anns.values()}
-        for lease, (rec, _) in sorted(self.api.leases.items()):
+        items = [(only, self.api.leases[only])] if only in self.api.leases else sorted(self.api.leases.items())
+        for lease, (rec, _) in items:
             node = rec.holder
             agent = self.nodes.get(node)
             a = by_lease.get(lease)
