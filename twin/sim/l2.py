@@ -617,6 +617,7 @@ class ExternalClient(Component):
         ip = str(ips[0])
         base["frontend"] = f"{ip}:{t.port}"
         done = env.event()
+        done.deadline = start + timeout
         k, s = 0, 0.0
         while s < timeout:  # the SYN and its retransmissions (1 s, then doubling) within the timeout
             env.timeout(s).callbacks.append(lambda _e: self.l2.host.output(ip, lambda node: self._frame(node, ip, t, done)))
@@ -659,7 +660,7 @@ class ExternalClient(Component):
             return
         if not self.world.servers.alive(be.pod):
             yield env.timeout(hop + d.lan_one_way.sample(self.rng))
-            if lan.lan_up(node) and not done.triggered:
+            if lan.lan_up(node) and not done.triggered and env.now <= done.deadline:
                 done.succeed((be.pod, "refused", None))
             return
         app = apps.app_of_pod(pod)
@@ -673,7 +674,9 @@ class ExternalClient(Component):
         self._answered(done, ip, be.pod, "answered", status)
 
     def _answered(self, done, ip, backend, outcome, status) -> None:
-        if not done.triggered:
+        """The answer reaches the host; after curl gave up (its socket is closed: the late
+        SYN-ACK gets a RST) it neither counts nor confirms the ARP entry."""
+        if not done.triggered and self.env.now <= done.deadline:
             self.l2.host.confirm(ip)
             done.succeed((backend, outcome, status))
 
