@@ -26,19 +26,25 @@ def _loop(start, fail_from, fail_to, step=0.1, end=10.0, timeout=0.5):
 
 
 def test_no_failed_request_is_no_outage():
-    assert measured_outage(_loop(0, 99, 99), 2.0, 0.5) == {"outage": 0.0, "first_failure": None, "recovered": None,
+    assert measured_outage(_loop(0, 99, 99), 2.0) == {"outage": 0.0, "first_failure": None, "recovered": None,
                                                            "persists": False}
 
 
 def test_outage_runs_from_the_first_failure_at_or_after_the_fault_to_the_first_answer_after_the_last_failure():
     recs = [(0.9, False)] + _loop(1.0, 2.0, 5.2)  # a failure before the fault does not count
-    out = measured_outage(recs, 2.0, 0.5)
+    out = measured_outage(recs, 2.0)
     assert out["first_failure"] == 2.0 and out["recovered"] == 5.5 and out["outage"] == 3.5 and not out["persists"]
 
 
-def test_an_outage_still_going_when_the_loop_ends_persists_until_the_last_failure_times_out():
-    out = measured_outage(_loop(0, 2.0, 99, end=6.0), 2.0, 0.5)
-    assert out["persists"] and out["recovered"] is None and out["outage"] == pytest.approx(5.5 + 0.5 - 2.0)
+def test_an_outage_still_going_when_the_loop_ends_persists_until_the_start_of_the_last_request():
+    out = measured_outage(_loop(0, 2.0, 99, end=6.0), 2.0)
+    assert out["persists"] and out["recovered"] is None and out["outage"] == pytest.approx(5.5 - 2.0)
+
+
+def test_the_window_ends_at_the_next_fault():
+    recs = _loop(0, 2.0, 99, end=8.0)
+    out = measured_outage(recs, 2.0, until=4.0)
+    assert out["persists"] and out["outage"] == pytest.approx(3.5 - 2.0)
 
 
 def test_faults_that_leave_the_old_path_working_predict_no_outage():
@@ -93,7 +99,7 @@ def test_slower_responder_programming_widens_the_announcement_by_its_bounds():
 
 def test_nic_down_persists_to_the_end_of_the_loop_and_a_backend_on_a_crashed_node_too():
     nic = outage_bounds("nic-down", FailoverTiming(SEED, remaining_s=10.0, request_timeout_s=0.5))
-    assert nic.persists and nic.hi == pytest.approx(10.5) and nic.lo == pytest.approx(10 - 0.1 - 0.5)
+    assert nic.persists and nic.hi == pytest.approx(10.0) and nic.lo == pytest.approx(10 - 0.1 - 1.0)
     crash = outage_bounds("node-crash", FailoverTiming(SEED, remaining_s=10.0), backend_on_node=True)
     assert crash.persists and "backend lives on the crashed node" in crash.derivation
 

@@ -5,8 +5,8 @@ a LoadBalancer IP fails, derived from the algorithms (pure).
 ``loop`` of requests from the external host, from the first failed request
 starting at or after the fault to the first answered request after the last
 failure following the fault; 0 when no request failed.  When the loop ends
-while still failing, the outage runs to the end of the last failed request
-and ``persists`` is true.
+(or the next fault comes) while still failing, the outage runs to the start
+of the last request and ``persists`` is true.
 
 **The analytic bounds** (:func:`outage_bounds`) chain these stages (all
 bounds from :class:`FailoverTiming`, i.e. from the election parameters and
@@ -65,20 +65,24 @@ SYN_RTO_S = 1.0
 NO_OUTAGE = ("partition", "agent-kill", "heal", "responder-missing")
 
 
-def measured_outage(records, t_fault: float, request_timeout_s: float) -> dict:
-    """The outage of one loop after a fault (the definition both sides use).
+def measured_outage(records, t_fault: float, until: float | None = None) -> dict:
+    """The outage of one loop after a fault (the definition both sides use; the harness's
+    ``failover_outage`` computes the same numbers from its records).
 
-    ``records``: (start time, answered?) of the loop's requests.  Returns
-    ``{"outage": s, "first_failure": t|None, "recovered": t|None, "persists": bool}``."""
-    recs = sorted((float(t), bool(ok)) for t, ok in records)
-    failures = [t for t, ok in recs if t >= t_fault and not ok]
+    ``records``: (start time, answered?) of the loop's requests; only those starting
+    in ``[t_fault, until)`` count.  From the first failed one to the first answered one
+    after the last failure; when none is answered after it (the outage outlasted the
+    loop or the window) ``persists`` is true and the outage runs to the start of the
+    window's last request (a lower bound).  Returns ``{"outage": s, "first_failure": t|None,
+    "recovered": t|None, "persists": bool}`` (absolute times)."""
+    recs = sorted((float(t), bool(ok)) for t, ok in records if t >= t_fault and (until is None or t < until))
+    failures = [t for t, ok in recs if not ok]
     if not failures:
         return {"outage": 0.0, "first_failure": None, "recovered": None, "persists": False}
     first, last = failures[0], failures[-1]
     recovered = next((t for t, ok in recs if ok and t > last), None)
     if recovered is None:
-        return {"outage": round(last + request_timeout_s - first, 6), "first_failure": first,
-                "recovered": None, "persists": True}
+        return {"outage": round(recs[-1][0] - first, 6), "first_failure": first, "recovered": None, "persists": True}
     return {"outage": round(recovered - first, 6), "first_failure": first, "recovered": recovered, "persists": False}
 
 
@@ -152,8 +156,8 @@ def outage_bounds(kind: str, t: FailoverTiming, backend_on_node: bool = False) -
             "TCP keeps confirming the external host's ARP entry, so it never revalidates; a new holder's GARP "
             "(if honoured) moves traffic to another live node: no request fails"))
     if kind == "nic-down":
-        lo = max(0.0, t.remaining_s - iv - to)
-        return OutageBounds(lo, t.remaining_s + to, True, (
+        lo = max(0.0, t.remaining_s - iv - 2 * to)
+        return OutageBounds(lo, t.remaining_s, True, (
             "nic-down: the holder keeps renewing over the backup path (or, without one, loses the lease after "
             f"RD={p.renew_deadline_s:g}s but nothing moves the external host's entry sooner than its revalidation), "
             "its LAN interface drops every frame: requests fail until the loop ends"))
@@ -186,7 +190,7 @@ def outage_bounds(kind: str, t: FailoverTiming, backend_on_node: bool = False) -
     if backend_on_node:
         text += ("; a backend lives on the crashed node: the new holder still picks it (nothing removes it), so "
                  "failures continue at random until the loop ends")
-        return OutageBounds(max(0.0, lo), t.remaining_s + to, True, text)
+        return OutageBounds(max(0.0, lo), t.remaining_s, True, text)
     return OutageBounds(max(0.0, lo), hi, False, text)
 
 

@@ -16,12 +16,16 @@ scenario's ``outage_tolerance``.  Formats (one dict each in
      "outage_lo": s, "outage_hi": s, "persists": bool, "analytic": [lo, hi],
      "monte_carlo": {"n": n, "central": [lo, hi], "min": s, "max": s, "persist_fraction": f},
      "samples": [s, ...], "derivation": "..."}
-    {"kind": "lease-transitions" | "lease-losses", "lease": L or "*", "lo": n, "hi": n,
-     "samples": [n, ...], "derivation": "..."}
+    {"kind": "lease-transitions", "lease": L, "lo": n, "hi": n, "samples": [n, ...], "derivation": "..."}
+    {"kind": "lease-transitions-total", "lease": "*", ...}     (the sum over the run's leases)
+    {"kind": "lease-losses", "lease": L or "*", ...}
 
-``lease-transitions`` counts holder changes (``Observations.leases``);
-``lease-losses`` counts leaderships lost (``lease-lost`` events: a renewal
-missed its deadline, e.g. throttled by the client's rate limiter).
+``lease-transitions`` is the Lease's ``leaseTransitions`` at the end of the run
+(holder changes after the first acquisition, Kubernetes' own counter: the
+largest ``LeaseTransition.transitions`` recorded); ``lease-losses`` counts
+leaderships lost (``lease-lost`` events: a renewal missed its deadline, e.g.
+throttled by the client's rate limiter — a holder that loses re-acquires its
+own lease when nobody took over, which changes no holder).
 
 The outage is :func:`twin.semantics.failover.measured_outage` of the loop's
 requests (the harness measures the real side with the same function).
@@ -59,14 +63,16 @@ def _external_loops(inputs: RunInputs, step_times: dict) -> list[tuple]:
 
 
 def outages(inputs: RunInputs, step_times: dict, obs) -> dict:
-    """{(fault step, loop name): measured_outage(...)} of one run."""
-    timeout = inputs.scenario.settings.request_timeout_s
+    """{(fault step, loop name): measured_outage(...)} of one run; a fault's window ends at
+    the next fault (``heal`` excepted), as the harness measures it."""
     out = {}
-    for f in obs.faults:
+    faults = sorted(obs.faults, key=lambda f: f.t)
+    for f in faults:
+        nxt = next((g.t for g in faults if g.t > f.t and g.kind != "heal"), None)
         for t, start, end in _external_loops(inputs, step_times):
             if start <= f.t < end:
                 recs = [(r.t, r.outcome == "answered") for r in obs.requests if r.name == t.name]
-                out[(f.step, t.name)] = measured_outage(recs, f.t, timeout)
+                out[(f.step, t.name)] = measured_outage(recs, f.t, nxt)
     return out
 
 
@@ -84,10 +90,13 @@ def l2_predictions(inputs: RunInputs, twin, obs, seed: int, delays: Delays, over
     tol = settings.outage_tolerance_s
     params = election_params(inputs.cluster)
     preds = []
-    for f in obs.faults:
+    faults = sorted(obs.faults, key=lambda f: f.t)
+    for f in faults:
+        nxt = next((g.t for g in faults if g.t > f.t and g.kind != "heal"), None)
         for t, start, end in _external_loops(inputs, twin.step_times):
             if not start <= f.t < end:
                 continue
+            window_end = min(end, nxt) if nxt is not None else end
             samples = [r[0][(f.step, t.name)]["outage"] for r in runs if (f.step, t.name) in r[0]]
             persist = [r[0][(f.step, t.name)]["persists"] for r in runs if (f.step, t.name) in r[0]]
             cluster = twin.api.cluster
@@ -99,7 +108,7 @@ def l2_predictions(inputs: RunInputs, twin, obs, seed: int, delays: Delays, over
             on_node = any(cluster.pod(b).node == f.node for b in backends)
             timing = FailoverTiming(params, delays, t.interval_s, settings.request_timeout_s,
                                     settings.external.garp, settings.external.arp_accept,
-                                    settings.external.base_reachable_time_s, held, cands, end - f.t)
+                                    settings.external.base_reachable_time_s, held, cands, window_end - f.t)
             b = outage_bounds(f.kind, timing, backend_on_node=on_node and f.kind == "node-crash")
             lo, hi = prediction_interval(b, samples, tol)
             central = central_interval(samples) if samples else (None, None)
@@ -141,23 +150,29 @@ def _transition_predictions(inputs, twin, runs, params) -> list[dict]:
             + (f"throttled on {', '.join(thr)}: a renewal whose token would come after its renew deadline fails, "
                "so leases can be lost (a lost holder re-acquires at once when nobody took over: client-go's "
                "IsLeader shortcut, so losses need not change the holder); the counts come from (b)" if thr else
-               "not throttled: one holder change per lease, plus one per failover, and no loss without a fault")
+               "not throttled: no holder change after the first acquisition and no loss without a fault")
             + f". (b) Monte Carlo over {len(runs)} reruns: the range of the counts")
 
     def losses(o, lease):
         return sum(1 for e in o.events if e.event == "lease-lost" and (lease == "*" or e.get("lease") == lease))
 
     out = []
-    for kind, count, exact in (
-            ("lease-transitions", lambda o, lease: sum(1 for x in o.leases if lease == "*" or x.lease == lease),
-             lambda lease: len(leases) if lease == "*" else 1),
-            ("lease-losses", losses, lambda lease: 0)):
-        for lease in ["*"] + leases:
+    def transitions(o, lease):  # the Lease's leaseTransitions at the end (holder changes after the first)
+        return max((x.transitions for x in o.leases if x.lease == lease), default=0)
+
+    def total(o, lease):
+        return sum(transitions(o, name) for name in leases)
+
+    out = []
+    for kind, count, names in (("lease-transitions", transitions, leases),
+                               ("lease-transitions-total", total, ["*"]),
+                               ("lease-losses", losses, ["*"] + leases)):
+        for lease in names:
             samples = [count(o, lease) for _, o in runs]
             if not samples:
                 continue
             lo, hi = min(samples), max(samples)
-            if not thr and faults == 0:
-                lo, hi = min(lo, exact(lease)), max(hi, exact(lease))
+            if not thr and faults == 0:  # exactly: no holder change after the first, no loss
+                lo, hi = 0, max(hi, 0)
             out.append({"kind": kind, "lease": lease, "lo": lo, "hi": hi, "samples": samples, "derivation": text})
     return out
