@@ -395,7 +395,8 @@ class ExternalHost(Component):
       a new one is created only with ``arp_accept`` and only for a gratuitous
       ARP or a reply.  ``override = now > updated + locktime || is_garp``;
       without override a different MAC on a valid entry is ignored (so the
-      first of several back-to-back replies wins).  A unicast reply makes it
+      first of several back-to-back replies wins); ``updated`` is stamped only
+      when the state or the MAC changes.  A unicast reply makes it
       REACHABLE (confirmed now); a request (a gratuitous ARP is a broadcast
       request with sender IP = target IP) or a broadcast reply makes it STALE.
       Resolving an INCOMPLETE entry sends its queue.  With ``garp: ignore`` an
@@ -434,7 +435,8 @@ class ExternalHost(Component):
     # -- the neighbour state machine --------------------------------------------------------
 
     def _set(self, ip: str, n: Neigh, state: str, timer: float | None) -> None:
-        if n.state != state:
+        if n.state != state:  # the kernel stamps ``updated`` on every real change (not on no-ops)
+            n.updated = self.env.now
             self.world.log("neigh", ip=ip, state=state, node=n.node)
         n.state = state
         n.gen += 1
@@ -540,8 +542,8 @@ class ExternalHost(Component):
         same = valid and n.node == node
         if n.node != node:
             self.world.log("neigh-lladdr", ip=ip, node=node, previous=n.node)
+            n.updated = now
         n.node = node
-        n.updated = now
         if new == "reachable":
             n.confirmed = now
             self._set(ip, n, "reachable", self.reachable_time)
