@@ -229,3 +229,29 @@ def test_the_same_seed_gives_the_same_l2_observations(crash):
     da, db = a.as_dict(), b.as_dict()
     for k in ("leases", "arp", "faults", "l2_checks", "traffic", "predictions", "events"):
         assert da[k] == db[k], k
+
+
+def test_the_failover_prediction_has_the_agreed_format_and_says_how_it_was_derived(crash):
+    obs = TwinBackend(monte_carlo=8).run(load(crash), 1)
+    p = next(p for p in obs.predictions if p.get("kind") == "failover")
+    assert set(p) == {"kind", "step", "fault", "node", "lease", "loop", "outage_lo", "outage_hi", "persists",
+                      "analytic", "monte_carlo", "samples", "derivation"}
+    assert p["step"] == obs.faults[0].step and p["node"] == obs.faults[0].node
+    assert p["outage_lo"] <= min(p["samples"]) <= max(p["samples"]) <= p["outage_hi"]
+    assert "(a) analytic" in p["derivation"] and "(b) Monte Carlo: 8 twin reruns" in p["derivation"]
+    kinds = {q["kind"] for q in obs.predictions if "kind" in q}
+    assert kinds == {"failover", "lease-transitions", "lease-transitions-total", "lease-losses"}
+
+
+def test_a_what_if_on_one_nodes_responder_programming_changes_only_that_node(crash):
+    from twin.semantics.delays import DELAYS
+    from twin.semantics.dists import Constant
+    inputs = load(crash)
+    base = TwinBackend(monte_carlo=0).run(inputs, 3)
+    slow = DELAYS.replace(responder_program=Constant(0.2))
+    what_if = TwinBackend(overrides={"l2agent:k8s-w2": slow}, monte_carlo=0).run(inputs, 3)
+    prog = lambda o, n: [e.t for e in _events(o, "responder-programmed", node=n)]  # noqa: E731
+    assert prog(base, "k8s-w1") == prog(what_if, "k8s-w1")
+    assert prog(base, "k8s-w2") != prog(what_if, "k8s-w2")
+    lease = lambda o: [(x.holder, x.t) for x in o.leases]  # noqa: E731
+    assert lease(base) == lease(what_if)  # the election itself draws nothing from the agent's stream

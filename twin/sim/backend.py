@@ -9,6 +9,13 @@ random stream and delays, see :mod:`twin.sim.world`):
 * :class:`~twin.sim.pipeline.Prober` (one per backend pod), :class:`~twin.sim.pipeline.Kubelet`
   (one per node), :class:`~twin.sim.pipeline.EndpointController`: the endpoint pipeline.
 * :class:`~twin.sim.client.Client`: one per traffic step (requests, loop, hold, syscalls).
+* When the run needs L2 announcements (:func:`twin.model.run.needs_l2`),
+  :class:`~twin.sim.l2.L2`: the Lease API, an elector per (node, lease), each
+  node's responder and gratuitous ARP, the external host's ARP cache, faults
+  and the consistency check; ``from: external`` traffic is an
+  :class:`~twin.sim.l2.ExternalClient`.  Its predictions (failover outages,
+  lease transitions and losses; analytic and Monte Carlo) come from
+  :mod:`twin.sim.predict`.
 
 A probe's egress verdict is taken with the source node agent's view and its
 ingress verdict with the destination node agent's view, by the same
