@@ -23,7 +23,7 @@ import ipaddress
 
 from twin.model.findings import Finding, error
 from twin.model.objects import Cluster, Pod, Service
-from twin.model.scenario import PROBE_KINDS, Scenario, Step, pod_key, service_key
+from twin.model.scenario import EXTERNAL, PROBE_KINDS, Scenario, Step, pod_key, service_key
 
 
 def _selects(svc: Service, pod: Pod) -> bool:
@@ -84,7 +84,8 @@ def check_scenario(scenario: Scenario, cluster: Cluster) -> list[Finding]:
                     pod_ref(step, "probe.to", pod_key(p.dst))
         elif k in ("requests", "loop", "syscalls") and step.traffic is not None:
             t = step.traffic
-            pod_ref(step, f"{k}.from", t.src)
+            if not (t.src == EXTERNAL and k in ("requests", "loop")):  # the external host, through the LB IP
+                pod_ref(step, f"{k}.from", t.src)
             service_ref(step, f"{k}.to", t.dst, t.port, "UDP" if t.kind == "udp" else "TCP")
         elif k == "hold" and step.hold is not None:
             h = step.hold

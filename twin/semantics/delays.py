@@ -17,9 +17,14 @@ import dataclasses
 import random
 from dataclasses import dataclass
 
-from twin.semantics.dists import Constant, Dist, Uniform, describe
+from twin.semantics.dists import Constant, Dist, LogNormal, Uniform, describe
 
 _FAILOVER_RUN = "scenarios/lb-backend-failover.yaml --backend both, 2026-11-27"
+_K8S_CLIENT_RTT = ("measured on this machine 2026-11-28: the kubernetes Python client's CoordinationV1Api "
+                   "read_namespaced_lease against a minimal Python HTTP server on loopback (TCP_NODELAY), 500 calls: "
+                   "min 0.37 ms, p50 0.58 ms, p99 1.26 ms (a read+replace pair: p50 1.29 ms, p99 1.97 ms). Without "
+                   "TCP_NODELAY on the server the same round trip is 44 ms (Nagle + delayed ACK): an API server "
+                   "that writes headers and body separately must set it")
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,34 @@ class Delays:
         "server-answer", Constant(0.5e-3),
         "assumption: an HTTP server's time to answer a small request")
 
+    # -- L2 announcements (issue 7): the Lease API, the agent's responder, ARP on the LAN --
+    lease_request: Delay = _d(
+        "lease-request-rtt", LogNormal(0.6e-3, 1.3e-3),
+        f"{_K8S_CLIENT_RTT}. Used as one Lease Get/Create/Update as the agent's API client sees it, "
+        "without the server's service time: client-side (de)serialisation plus the HTTP round trip (the "
+        "LAN's veth/bridge hops add tens of microseconds); each leg is half of one draw")
+    api_lease_read: Delay = _d(
+        "api-lease-read", Uniform(0.1e-3, 1e-3),
+        "assumption: the API server's service time for a Lease Get (an etcd range read of one key on a "
+        "local etcd); requests queue for the one server")
+    api_lease_write: Delay = _d(
+        "api-lease-write", Uniform(1e-3, 5e-3),
+        "assumption: the API server's service time for a Lease Create/Update (an etcd transaction with "
+        "resourceVersion compare and one fsync; the run's etcd keeps its data in the run's temporary "
+        "folder); requests queue for the one server")
+    responder_program: Delay = _d(
+        "responder-program", Uniform(0.1e-3, 2e-3),
+        "assumption: the agent writes (or deletes) the responder map entries (IP, ifindex) → MAC after "
+        "the elector's callback: one bpf map update per entry from Python plus the callback's hand-off")
+    garp_send: Delay = _d(
+        "garp-send", Uniform(1e-3, 10e-3),
+        "assumption: building and sending one gratuitous ARP request per IP and interface from Python "
+        "(scapy's sendp or a raw socket) after the responder is programmed")
+    lan_one_way: Delay = _d(
+        "lan-one-way", Uniform(20e-6, 100e-6),
+        "assumption: one frame between the external host and a node across the LAN bridge (veth + "
+        "bridge); an ARP request/reply round trip is two draws")
+
     def replace(self, **dists: Dist) -> "Delays":
         """These delays with some distributions changed (a what-if); the origin says so."""
         names = {f.name for f in dataclasses.fields(self)}
@@ -97,9 +130,14 @@ class Delays:
     def all(self) -> list[Delay]:
         return [getattr(self, f.name) for f in dataclasses.fields(self)]
 
-    def describe(self) -> list[dict]:
-        return [d.describe() for d in self.all()]
+    def describe(self, l2: bool = False) -> list[dict]:
+        """Every delay's description; the L2 ones (:data:`L2_DELAYS`) only with ``l2``
+        (a run without L2 announcements never draws them)."""
+        return [getattr(self, f.name).describe() for f in dataclasses.fields(self) if l2 or f.name not in L2_DELAYS]
 
+
+#: The delays only runs with L2 announcements use (field names).
+L2_DELAYS = ("lease_request", "api_lease_read", "api_lease_write", "responder_program", "garp_send", "lan_one_way")
 
 #: The twin's model.
 DELAYS = Delays()

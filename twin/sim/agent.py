@@ -23,6 +23,7 @@ class NodeAgent(Component):
         self.api = api
         self.version, self.cluster, self.states = api.version, api.cluster, dict(api.states)
         self.pending = 0
+        self.dead = False  # agent-kill / node-crash: its maps stay as they are
         self.inbox = simpy.Store(self.env)
         api.watchers.append(self)
         self.process = self.env.process(self._run())
@@ -36,7 +37,7 @@ class NodeAgent(Component):
             version, cluster, states = yield self.inbox.get()
             yield self.env.timeout(self.delays.agent_regenerate.sample(self.rng))
             self.pending -= 1
-            if version > self.version:
+            if version > self.version and not self.dead:
                 self.version, self.cluster, self.states = version, cluster, states
                 self.world.log("agent-regenerated", node=self.name, version=version)
 

@@ -9,6 +9,13 @@ random stream and delays, see :mod:`twin.sim.world`):
 * :class:`~twin.sim.pipeline.Prober` (one per backend pod), :class:`~twin.sim.pipeline.Kubelet`
   (one per node), :class:`~twin.sim.pipeline.EndpointController`: the endpoint pipeline.
 * :class:`~twin.sim.client.Client`: one per traffic step (requests, loop, hold, syscalls).
+* When the run needs L2 announcements (:func:`twin.model.run.needs_l2`),
+  :class:`~twin.sim.l2.L2`: the Lease API, an elector per (node, lease), each
+  node's responder and gratuitous ARP, the external host's ARP cache, faults
+  and the consistency check; ``from: external`` traffic is an
+  :class:`~twin.sim.l2.ExternalClient`.  Its predictions (failover outages,
+  lease transitions and losses; analytic and Monte Carlo) come from
+  :mod:`twin.sim.predict`.
 
 A probe's egress verdict is taken with the source node agent's view and its
 ingress verdict with the destination node agent's view, by the same
@@ -21,15 +28,17 @@ import time
 
 from twin.model.enums import Verdict
 from twin.model.observations import FlowRecord, KillRecord, Observations
-from twin.model.run import RunInputs, dispatch, needs_services
-from twin.model.scenario import Step, kill_loops
+from twin.model.run import RunInputs, dispatch, needs_l2, needs_services
+from twin.model.scenario import EXTERNAL, Step, kill_loops
 from twin.semantics.delays import DELAYS, Delays
 from twin.semantics.endpoints import kill_predictions, probed_backends
 from twin.semantics.probe import predict, resolve_targets
 from twin.sim.agent import NodeAgent
 from twin.sim.api import ApiServer
 from twin.sim.client import Client
+from twin.sim.l2 import L2, ExternalClient
 from twin.sim.pipeline import EndpointController, Kubelet, Prober
+from twin.sim.predict import MONTE_CARLO_RUNS, l2_predictions
 from twin.sim.world import SimConfig, World
 
 
@@ -49,13 +58,21 @@ class Twin:
             kubelets = {n.name: Kubelet(world, n.name, endpoints) for n in cluster.nodes}
             for pod, _ in probed_backends(cluster):
                 self.probers[pod.key] = Prober(world, pod, kubelets[pod.node])
+        self.l2 = L2(self) if needs_l2(inputs.scenario, cluster) else None
         self.clients: dict[str, Client] = {}  # by traffic step name
+        self.step_times: dict[int, float] = {}  # step index -> when it started
         self.loops: dict = {}
 
     def client(self, src: str, name: str) -> Client:
         c = self.clients.get(name)
         if c is None:
-            c = self.clients[name] = Client(self, src, name)
+            if src == EXTERNAL:
+                if self.l2 is None:
+                    raise ValueError(f"traffic {name!r} from the external host needs L2 announcements "
+                                     "(l2announcements.enabled and a CiliumL2AnnouncementPolicy)")
+                c = self.clients[name] = ExternalClient(self, name)
+            else:
+                c = self.clients[name] = Client(self, src, name)
         return c
 
     def run(self) -> Observations:
@@ -67,7 +84,10 @@ class Twin:
         steps = ScenarioSteps(self)
         for step in self.inputs.scenario.steps:
             self.world.log("step", step=step.index, kind=step.kind)
+            self.step_times[step.index] = self.env.now
             yield from dispatch(steps, step)
+            if self.l2 is not None:
+                self.l2.check()
         for proc in self.loops.values():
             if proc.is_alive:
                 yield proc
@@ -126,12 +146,33 @@ class ScenarioSteps:
     def on_label(self, step: Step):
         yield from self.twin.api.apply(f"label {step.label.kind}/{step.label.key}", self.inputs.after(step))
 
-    def on_arping(self, step: Step):  # issue 7 (twin/sim/l2.py)
-        raise NotImplementedError("arping steps need the twin's L2 components (issue 7)")
-        yield
+    def _l2(self, step: Step):
+        if self.twin.l2 is None:
+            raise ValueError(f"step {step.index} ({step.kind}) needs L2 announcements: l2announcements.enabled "
+                             "is false in the values")
+        return self.twin.l2
 
-    def on_fault(self, step: Step):  # issue 7 (twin/sim/l2.py)
-        raise NotImplementedError("fault steps need the twin's L2 components (issue 7)")
+    def on_arping(self, step: Step):
+        l2, a = self._l2(step), step.arping
+        ip = a.ip
+        if not ip:
+            svc = self.twin.api.cluster.service(a.service)
+            ips = self.twin.api.view.allocation.ips.get(svc.key, ())
+            if not ips:
+                raise ValueError(f"arping {a.name}: service {a.service} has no LoadBalancer IP")
+            ip = str(ips[0])
+        yield from l2.arping(a.name, ip, a.count, step.index)
+
+    def on_fault(self, step: Step):
+        l2, f = self._l2(step), step.fault
+        node, lease = f.node, None
+        if f.holder_of:
+            node, lease = l2.holder_of(f.holder_of)
+            if node is None:
+                raise ValueError(f"fault {f.kind} at step {step.index}: nobody holds {lease} at "
+                                 f"t={self.env.now:.3f}s (is {f.holder_of} announced?)")
+        l2.fault(f.kind, node, step.index, lease)
+        return
         yield
 
     def on_kill(self, step: Step):
@@ -190,8 +231,11 @@ class TwinBackend:
 
     name = "twin"
 
-    def __init__(self, delays: Delays = DELAYS, overrides: dict[str, Delays] | None = None):
+    def __init__(self, delays: Delays = DELAYS, overrides: dict[str, Delays] | None = None,
+                 monte_carlo: int = MONTE_CARLO_RUNS):
         self.delays, self.overrides = delays, dict(overrides or {})
+        #: how many reruns (derived seeds) the L2 predictions' distributions come from; 0: none
+        self.monte_carlo = monte_carlo
 
     def unavailable_reason(self) -> str | None:
         return None
@@ -201,13 +245,15 @@ class TwinBackend:
         config = SimConfig(seed=seed, delays=self.delays, overrides=self.overrides)
         twin = Twin(inputs, config)
         twin.world.log("twin-run", seed=seed)
-        for d in self.delays.describe():
+        for d in self.delays.describe(l2=twin.l2 is not None):
             twin.world.log("twin-delay", **d)
         for component, delays in sorted(self.overrides.items()):
-            for d in delays.describe():
+            for d in delays.describe(l2=twin.l2 is not None):
                 twin.world.log("twin-delay", component=component, **d)
         obs = twin.run()
         obs.predictions = kill_predictions(inputs.cluster, kill_loops(inputs.scenario), self.delays)
+        if twin.l2 is not None and self.monte_carlo > 0:
+            obs.predictions += l2_predictions(inputs, twin, obs, seed, self.delays, self.overrides, self.monte_carlo)
         obs.virtual_seconds = round(twin.env.now, 6)
         obs.wall_seconds = round(time.perf_counter() - t0, 3)
         return obs
