@@ -3,11 +3,13 @@ on which interfaces; and the lease-timing rewrites Cilium applies."""
 from __future__ import annotations
 
 import ipaddress
-import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from twin.model.findings import Finding, warning
-from twin.model.objects import Cluster, L2Settings, Service
+from twin.model.load.goregex import GoRegexError, go_compile
+from twin.model.objects import Cluster, L2AnnouncementPolicy, L2Settings, Node, Service, Values
+from twin.semantics.election import ElectionParams
 from twin.semantics.identity import selector_matches_labels
 from twin.semantics.lbipam import Allocation, _service_labels
 from twin.semantics.services import selected_pods
@@ -28,12 +30,43 @@ def lease_name(svc: Service) -> str:
     return f"cilium-l2announce-{svc.namespace}-{svc.name}"
 
 
+@lru_cache(maxsize=256)
+def _regex(rx: str):
+    """Go's regexp for ``rx`` (None when it does not compile: the loader reported it as an error)."""
+    try:
+        return go_compile(rx)
+    except GoRegexError:
+        return None
+
+
+def interface_matches(rx: str, ifname: str) -> bool:
+    """Go's ``regexp.MatchString``: the pattern found anywhere in the name."""
+    r = _regex(rx)
+    return r is not None and r.search(ifname) is not None
+
+
+def policy_nodes(pol: L2AnnouncementPolicy, cluster: Cluster) -> list[Node]:
+    """The nodes a policy's ``nodeSelector`` selects (every node without one)."""
+    return [n for n in cluster.nodes
+            if pol.node_selector is None or selector_matches_labels(pol.node_selector, dict(n.labels))]
+
+
+def policy_interfaces(pol: L2AnnouncementPolicy, node: Node) -> tuple[str, ...]:
+    """The node's interfaces the policy's ``interfaces`` regexes select (all without any)."""
+    if not pol.interfaces:
+        return node.interfaces
+    return tuple(i for i in node.interfaces if any(interface_matches(rx, i) for rx in pol.interfaces))
+
+
+def selects_service(pol: L2AnnouncementPolicy, svc: Service) -> bool:
+    return pol.service_selector is None or selector_matches_labels(pol.service_selector, _service_labels(svc))
+
+
 def announcements(cluster: Cluster, alloc: Allocation) -> dict[str, Announcement]:
     out = {}
     for svc in cluster.services:
         lb_ips = alloc.ips.get(svc.key, ())
-        selecting = [p for p in cluster.l2_policies
-                     if p.service_selector is None or selector_matches_labels(p.service_selector, _service_labels(svc))]
+        selecting = [p for p in cluster.l2_policies if selects_service(p, svc)]
         ips: list = []
         nodes: dict[str, tuple] = {}
         for pol in selecting:
@@ -41,13 +74,11 @@ def announcements(cluster: Cluster, alloc: Allocation) -> dict[str, Announcement
                 ips += [ip for ip in svc.external_ips if ip not in ips]
             if pol.load_balancer_ips:
                 ips += [ip for ip in lb_ips if ip not in ips]
-            for node in cluster.nodes:
-                if pol.node_selector is not None and not selector_matches_labels(pol.node_selector, dict(node.labels)):
-                    continue
-                ifaces = tuple(i for i in node.interfaces if any(re.search(rx, i) for rx in pol.interfaces)) \
-                    if pol.interfaces else node.interfaces
+            for node in policy_nodes(pol, cluster):
+                ifaces = policy_interfaces(pol, node)
                 if ifaces:
                     nodes[node.name] = tuple(dict.fromkeys(nodes.get(node.name, ()) + ifaces))
+        eligible = dict(nodes)
         if svc.external_traffic_policy == "Local":
             local = {p.node for p in selected_pods(cluster, svc)}
             nodes = {n: i for n, i in nodes.items() if n in local}
@@ -57,9 +88,15 @@ def announcements(cluster: Cluster, alloc: Allocation) -> dict[str, Announcement
         elif not selecting:
             reason = "no CiliumL2AnnouncementPolicy selects the service"
         elif not ips:
-            reason = "no external or LoadBalancer IP to announce"
-        elif not nodes:
+            why = ""
+            if svc.type == "LoadBalancer" and svc.key in alloc.reasons:
+                why = f" (LB-IPAM: {alloc.reasons[svc.key]})"
+            reason = "no external or LoadBalancer IP to announce" + why
+        elif not eligible:
             reason = "no candidate node (nodeSelector/interfaces)"
+        elif not nodes:
+            reason = ("externalTrafficPolicy is Local and no backend runs on a candidate node "
+                      f"(candidates: {', '.join(eligible)})")
         ordered = tuple(n.name for n in cluster.nodes if n.name in nodes)
         out[svc.key] = Announcement(svc.key, not reason, tuple(ips), ordered,
                                     {n: nodes[n] for n in ordered}, lease_name(svc), reason)
@@ -100,4 +137,76 @@ def lease_findings(cluster: Cluster) -> list[Finding]:
     for field, n in notes:
         fld = f"l2announcements.{field}"
         out.append(warning("values", fld, n, cluster.values.origin.file, cluster.values.line(fld)))
+    return out
+
+
+def election_params(values: Values) -> ElectionParams:
+    """The elector's parameters as Cilium runs them: the lease timings after Cilium's
+    rewrites and the API client's rate limit.  Every elector (twin and agents) is
+    built from this, so a rewritten timing is used everywhere."""
+    eff, _ = effective_lease_timings(values.l2)
+    return ElectionParams(eff.lease_duration_s, eff.renew_deadline_s, eff.retry_period_s,
+                          float(values.client_qps), int(values.client_burst))
+
+
+def responder_entries(announcement: Announcement, node: str) -> set[tuple[str, str]]:
+    """What ``node``'s ARP responder answers for when it holds the announcement's lease:
+    (IPv4, interface name) for every announced IP on every interface the policies
+    select on that node (empty when the node is not a candidate)."""
+    if not announcement.announced:
+        return set()
+    return {(str(ip), ifname) for ip in announcement.ips for ifname in announcement.interfaces.get(node, ())}
+
+
+def l2_summary(cluster: Cluster) -> dict:
+    """The cluster-wide L2 settings as Cilium runs them (``twin show``'s ``l2``)."""
+    eff, notes = effective_lease_timings(cluster.values.l2)
+    v = cluster.values
+    return {
+        "enabled": v.l2.enabled,
+        "external_ips_enabled": v.external_ips,
+        "timings": {
+            "leaseDuration": eff.lease_duration_s, "renewDeadline": eff.renew_deadline_s,
+            "retryPeriod": eff.retry_period_s, "qps": v.client_qps, "burst": v.client_burst,
+            "configured": {"leaseDuration": v.l2.lease_duration_s, "renewDeadline": v.l2.renew_deadline_s,
+                           "retryPeriod": v.l2.retry_period_s},
+            "rewrites": [n for _, n in notes],
+        },
+    }
+
+
+def l2_findings(cluster: Cluster, alloc: Allocation, anns: dict[str, Announcement]) -> list[Finding]:
+    """What Cilium accepts about L2 announcements and then silently ignores or rewrites."""
+    c = cluster
+    out = lease_findings(c)
+    for pol in c.l2_policies:
+        obj, f, ln = f"CiliumL2AnnouncementPolicy {pol.name}", pol.origin.file, pol.origin.line
+        nodes = policy_nodes(pol, c)
+        if pol.node_selector is not None and not nodes:
+            out.append(warning(obj, "spec.nodeSelector", "selects no node", f, ln))
+        selected = [s for s in c.services if selects_service(pol, s)]
+        if pol.service_selector is not None and not selected:
+            out.append(warning(obj, "spec.serviceSelector", "selects no service: nothing is announced by this policy",
+                               f, ln))
+        for i, rx in enumerate(pol.interfaces):
+            if nodes and _regex(rx) is not None and not any(interface_matches(rx, n) for node in nodes
+                                                            for n in node.interfaces):
+                have = "; ".join(f"{node.name}: {', '.join(node.interfaces)}" for node in nodes)
+                out.append(warning(obj, f"spec.interfaces[{i}]", f"{rx!r} matches no interface of the nodes the "
+                                   f"policy selects ({have})", f, ln))
+        if c.values.l2.enabled and pol.external_ips and not c.values.external_ips:
+            with_ext = [s.key for s in selected if s.external_ips]
+            if with_ext:
+                out.append(warning(obj, "spec.externalIPs", "externalIPs.enabled is false in the values: Cilium "
+                                   f"ignores the externalIPs of {', '.join(with_ext)} and does not announce them",
+                                   f, ln))
+    if c.l2_policies and not c.values.l2.enabled:
+        out.append(warning("values", "l2announcements.enabled",
+                           "CiliumL2AnnouncementPolicy objects exist but L2 announcements are disabled: nothing is announced",
+                           c.values.origin.file, c.values.line("l2announcements.enabled")))
+    for svc in c.services:
+        ann = anns.get(svc.key)
+        if ann is not None and ann.reason.startswith("externalTrafficPolicy is Local"):
+            out.append(warning(f"Service {svc.key}", "spec.externalTrafficPolicy", f"{ann.reason}: Cilium does "
+                               "not announce the service, its IPs get no ARP answer", svc.origin.file, svc.origin.line))
     return out

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 
 from twin.model import limits
 from twin.model.load.context import Ctx
+from twin.model.load.goregex import GoRegexError, go_compile
 from twin.model.load.selectors import parse_selector
 from twin.model.objects import IPBlock, L2AnnouncementPolicy, LBIPPool
 
@@ -15,9 +15,10 @@ def build_l2(ctx: Ctx, data: dict) -> L2AnnouncementPolicy:
     ifaces = tuple(spec.get("interfaces") or ())
     for i, rx in enumerate(ifaces):
         try:
-            re.compile(rx)
-        except re.error as exc:
-            ctx.err(("spec", "interfaces", i), f"not a valid regex {rx!r}: {exc}")
+            go_compile(str(rx))
+        except GoRegexError as exc:
+            ctx.err(("spec", "interfaces", i), f"{str(rx)[:80]!r} is not a valid Go regexp (Cilium compiles it with "
+                    f"Go's regexp package): {exc}")
     ss = parse_selector(ctx, spec["serviceSelector"], ("spec", "serviceSelector")) if spec.get("serviceSelector") is not None else None
     ns_ = parse_selector(ctx, spec["nodeSelector"], ("spec", "nodeSelector")) if spec.get("nodeSelector") is not None else None
     if not spec.get("externalIPs") and not spec.get("loadBalancerIPs"):
