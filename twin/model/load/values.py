@@ -38,12 +38,17 @@ VALUES_SCHEMA = {
 }
 
 
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else text[:20] + "..."
+
+
 def _lease_timing(ctx: Ctx, fld: str, raw, default: float) -> float:
     """One ``l2announcements`` timing, read as Cilium reads it (viper's ``GetDuration``:
     a Go duration string; a bare number is nanoseconds)."""
     path = ("l2announcements", fld)
     if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
-        ctx.err(path, f"must be a Go duration such as 3s or 200ms, got {type(raw).__name__} {raw!r}")
+        ctx.err(path, f"must be a Go duration such as 3s or 200ms, got {type(raw).__name__} {_short(raw)}")
         return default
     if not isinstance(raw, str) or raw.strip().lstrip("+-").replace(".", "", 1).isdigit():
         try:
@@ -52,14 +57,14 @@ def _lease_timing(ctx: Ctx, fld: str, raw, default: float) -> float:
             num = float("inf")
         if not 0 <= num * 1e-9 <= limits.MAX_DURATION_S:  # also NaN and inf
             ctx.err(path, f"must be a Go duration such as 3s or 200ms (at most {limits.MAX_DURATION_S:g}s, "
-                    f"MAX_DURATION_S), got {raw!r}")
+                    f"MAX_DURATION_S), got {_short(raw)}")
             return default
-        ctx.warn(path, f"{raw!r} has no unit: Cilium reads a bare number as nanoseconds ({num:g}ns); "
+        ctx.warn(path, f"{_short(raw)} has no unit: Cilium reads a bare number as nanoseconds ({num:g}ns); "
                  "write a unit, e.g. 3s")
         return num * 1e-9
     text = raw.strip()
     if text.startswith("-"):
-        ctx.err(path, f"{text!r} is negative: Go parses it, but a negative lease timing makes the elector "
+        ctx.err(path, f"{_short(text)} is negative: Go parses it, but a negative lease timing makes the elector "
                 "spin without waiting; the twin refuses it")
         return default
     try:
@@ -78,10 +83,10 @@ def _rate_limit(ctx: Ctx, rate: dict) -> tuple[float, int]:
     uses its defaults (5, 10) for 0 and runs without a rate limiter for qps < 0."""
     qps, burst = rate.get("qps", DEFAULT_QPS), rate.get("burst", DEFAULT_BURST)
     if isinstance(qps, bool) or not isinstance(qps, (int, float)) or qps != qps or qps in (float("inf"), float("-inf")):
-        ctx.err(("k8sClientRateLimit", "qps"), f"must be a number of requests per second, got {qps!r}")
+        ctx.err(("k8sClientRateLimit", "qps"), f"must be a number of requests per second, got {_short(qps)}")
         qps = DEFAULT_QPS
     elif qps < 0:
-        ctx.err(("k8sClientRateLimit", "qps"), f"{qps!r} is negative: client-go would run the agent's API client "
+        ctx.err(("k8sClientRateLimit", "qps"), f"{_short(qps)} is negative: client-go would run the agent's API client "
                 "without any rate limit, which the twin does not model; use a positive number")
         qps = DEFAULT_QPS
     elif qps == 0:
@@ -89,7 +94,7 @@ def _rate_limit(ctx: Ctx, rate: dict) -> tuple[float, int]:
                  f"{DEFAULT_QPS:g} requests per second")
         qps = DEFAULT_QPS
     elif qps > limits.MAX_CLIENT_QPS:
-        ctx.err(("k8sClientRateLimit", "qps"), f"{qps!r} is more than the limit of {limits.MAX_CLIENT_QPS} "
+        ctx.err(("k8sClientRateLimit", "qps"), f"{_short(qps)} is more than the limit of {limits.MAX_CLIENT_QPS} "
                 "(MAX_CLIENT_QPS)")
         qps = DEFAULT_QPS
     if not isinstance(burst, int) or isinstance(burst, bool):
@@ -101,7 +106,7 @@ def _rate_limit(ctx: Ctx, rate: dict) -> tuple[float, int]:
         ctx.warn(("k8sClientRateLimit", "burst"), f"0 means client-go's default burst of {DEFAULT_BURST}")
         burst = DEFAULT_BURST
     elif burst > limits.MAX_CLIENT_QPS:
-        ctx.err(("k8sClientRateLimit", "burst"), f"{burst} is more than the limit of {limits.MAX_CLIENT_QPS} "
+        ctx.err(("k8sClientRateLimit", "burst"), f"{_short(burst)} is more than the limit of {limits.MAX_CLIENT_QPS} "
                 "(MAX_CLIENT_QPS)")
         burst = DEFAULT_BURST
     return float(qps), int(burst)
