@@ -9,9 +9,10 @@ from functools import lru_cache
 from twin.model.findings import Finding, warning
 from twin.model.load.goregex import GoRegexError, go_compile
 from twin.model.objects import Cluster, L2AnnouncementPolicy, L2Settings, Node, Service, Values
+from twin.model.scenario_check import L2State
 from twin.semantics.election import ElectionParams
 from twin.semantics.identity import selector_matches_labels
-from twin.semantics.lbipam import Allocation, _service_labels
+from twin.semantics.lbipam import Allocation, _service_labels, allocate
 from twin.semantics.services import selected_pods
 
 
@@ -28,6 +29,17 @@ class Announcement:
 
 def lease_name(svc: Service) -> str:
     return f"cilium-l2announce-{svc.namespace}-{svc.name}"
+
+
+def selector_text(sel) -> str:
+    """A label selector as kubectl writes it: ``color=blue,tier in (a,b),!x``."""
+    if sel is None or sel.is_empty:
+        return "everything"
+    parts = [f"{k}={v}" for k, v in sel.match_labels]
+    for r in sel.match_expressions:
+        parts.append({"In": f"{r.key} in ({','.join(r.values)})", "NotIn": f"{r.key} notin ({','.join(r.values)})",
+                      "Exists": r.key, "DoesNotExist": f"!{r.key}"}.get(r.operator, f"{r.key} {r.operator}"))
+    return ",".join(parts)
 
 
 @lru_cache(maxsize=256)
@@ -87,6 +99,9 @@ def announcements(cluster: Cluster, alloc: Allocation) -> dict[str, Announcement
             reason = "l2announcements.enabled is false"
         elif not selecting:
             reason = "no CiliumL2AnnouncementPolicy selects the service"
+            if cluster.l2_policies:
+                reason += " (" + "; ".join(f"{p.name} selects {selector_text(p.service_selector)}"
+                                           for p in cluster.l2_policies) + ")"
         elif not ips:
             why = ""
             if svc.type == "LoadBalancer" and svc.key in alloc.reasons:
@@ -210,3 +225,13 @@ def l2_findings(cluster: Cluster, alloc: Allocation, anns: dict[str, Announcemen
             out.append(warning(f"Service {svc.key}", "spec.externalTrafficPolicy", f"{ann.reason}: Cilium does "
                                "not announce the service, its IPs get no ARP answer", svc.origin.file, svc.origin.line))
     return out
+
+
+def scenario_l2_state(cluster: Cluster) -> dict[str, L2State]:
+    """Per service: its LB IPs and whether it is announced (and why not), for the
+    scenario checks (``check_scenario(..., l2_state=scenario_l2_state)``)."""
+    alloc = allocate(cluster)
+    anns = announcements(cluster, alloc)
+    return {key: L2State(tuple(str(ip) for ip in alloc.ips.get(key, ())), a.announced, a.reason, a.lease,
+                       alloc.reasons.get(key, ""))
+            for key, a in anns.items()}
