@@ -261,3 +261,23 @@ def test_responder_entries_are_the_announced_ips_on_the_nodes_selected_interface
     assert responder_entries(a, "n2") == set()
     v = view(l2policy(service_selector={"matchLabels": {"c": "b"}}), lb("x"))
     assert responder_entries(v.announcements["default/x"], "k8s-w1") == set()
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+REGEX_TEXT = st.text(alphabet=list("ens05^$.*+?{},|()[]:-\\zZQEpPxbBdwAa<>=!#iUPs1z"), max_size=14)
+
+
+@settings(max_examples=400, deadline=None)
+@given(rx=REGEX_TEXT)
+def test_any_interface_regex_is_either_a_go_regexp_error_or_a_pattern_python_compiles(rx):
+    import re
+    try:
+        py = translate(rx)
+    except GoRegexError:
+        return
+    try:
+        re.compile(py).search("ens5")  # what the translation accepts, Python compiles...
+    except re.error as exc:  # ...except what both reject, only found by Python's compiler
+        assert "bad character range" in str(exc) or "redefinition of group name" in str(exc), (rx, py, exc)

@@ -240,5 +240,14 @@ def go_compile(rx: str) -> re.Pattern:
     py = translate(rx)
     try:
         return re.compile(py)
-    except re.error as exc:  # Go accepted it but the translation does not compile: say so plainly
+    except re.error as exc:
+        # both reject these; say it in Go's words
+        for py_says, go_says in _SAME_ERRORS:
+            if py_says in str(exc):
+                raise GoRegexError(f"{go_says} ({exc})") from None
         raise GoRegexError(f"{exc}") from None
+
+
+#: errors Go and Python's re share, only worded differently (Python's words, Go's words)
+_SAME_ERRORS = (("bad character range", "invalid character class range"),
+                ("redefinition of group name", "duplicate capture group name"))
