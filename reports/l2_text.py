@@ -11,13 +11,15 @@ Shapes read (per backend, ``result["observations"][NAME]``):
 * ``faults``: FaultRecord dicts {t, kind, node, step, lease}
 * ``l2_checks``: L2Check dicts {problem, lease, node, since, interface, detail}
 * ``predictions``: dicts with ``kind: failover`` {step, fault, node, lease, loop,
-  outage_lo, outage_hi, samples, derivation} and ``kind: lease-transitions``
-  {lease, lo, hi}
+  outage_lo, outage_hi, persists, samples, derivation} and ``kind:
+  lease-transitions`` / ``lease-losses`` {lease (a name or ``*`` for all), lo, hi}
 * ``traffic``: RequestRecord dicts {name, i, t, outcome, ...} (the failover's loop)
-* ``measurements.failovers`` (optional): [{step, outage_s, ...}] when the harness
-  measured the outage itself; otherwise the outage is read from the loop's
-  requests the way kills are measured: from the fault to the loop's last
-  failed request after it (0 when none failed).
+* ``events``: ``lease-lost`` events {t, event, lease, ...} (leaderships lost)
+* ``measurements.failovers`` (optional): [{step, outage_s, persists, ...}] when the
+  harness measured the outage; otherwise it is read from the loop's requests
+  with the twin's definition (``twin.semantics.failover.measured_outage``):
+  from the first failed request after the fault to the first answered one
+  after the last failure (still failing at the end: the outage persists).
 """
 from __future__ import annotations
 
@@ -44,26 +46,34 @@ def _predictions(result: dict) -> list[dict]:
     for obs in result.get("observations", {}).values():
         for p in obs.get("predictions") or []:
             key = (p.get("kind"), p.get("step"), p.get("lease"), p.get("node"))
-            if p.get("kind") in ("failover", "lease-transitions") and key not in seen:
+            if p.get("kind") in ("failover", "lease-transitions", "lease-losses") and key not in seen:
                 seen.add(key)
                 out.append(p)
     return out
 
 
-def measured_failover(obs: dict, pred: dict) -> dict | None:
+def measured_failover(obs: dict, pred: dict, request_timeout_s: float = 1.0) -> dict | None:
     """The outage one backend measured for a failover prediction (None: that backend has
     no record of the fault step)."""
     for m in (obs.get("measurements") or {}).get("failovers") or []:
         if m.get("step") == pred.get("step") and m.get("outage_s") is not None:
             return {"outage_s": float(m["outage_s"]), "failures": m.get("failures"), "requests": m.get("requests"),
-                    "from": "harness"}
+                    "persists": bool(m.get("persists")), "from": "harness"}
     fault = next((f for f in obs.get("faults") or [] if f.get("step") == pred.get("step")), None)
     if fault is None:
         return None
-    rows = [r for r in obs.get("traffic") or [] if r.get("name") == pred.get("loop") and r.get("t", 0) >= fault["t"]]
-    failed = [r for r in rows if r.get("outcome") != "answered"]
-    return {"outage_s": round(failed[-1]["t"] - fault["t"], 6) if failed else 0.0, "failures": len(failed),
-            "requests": len(rows), "from": "requests"}
+    rows = sorted((r["t"], r.get("outcome") == "answered") for r in obs.get("traffic") or []
+                  if r.get("name") == pred.get("loop"))
+    after = [(t, ok) for t, ok in rows if t >= fault["t"]]
+    failures = [t for t, ok in after if not ok]
+    out = {"failures": len(failures), "requests": len(after), "from": "requests", "persists": False,
+           "outage_s": 0.0}
+    if failures:
+        recovered = next((t for t, ok in rows if ok and t > failures[-1]), None)
+        out["persists"] = recovered is None
+        end = failures[-1] + request_timeout_s if recovered is None else recovered
+        out["outage_s"] = round(end - failures[0], 6)
+    return out
 
 
 def _inside(x: float, lo, hi, tol: float = 0.0) -> bool:
@@ -122,30 +132,38 @@ def prediction_lines(result: dict) -> list[str]:
         if p["kind"] == "failover":
             lo, hi = p.get("outage_lo"), p.get("outage_hi")
             tol = float(p.get("tolerance_s") or 0.0)
+            pred_persists = " (twin predicts it persists)" if p.get("persists") else ""
+            samples = sorted(x for x in p.get("samples") or [] if isinstance(x, (int, float)))
+            if samples:
+                pred_persists += f" [{len(samples)} twin reruns, median {samples[len(samples) // 2]:.3f} s]"
             head = (f"  failover step {p.get('step')} ({p.get('fault')} {p.get('node')}, {p.get('lease')}): "
-                    f"twin predicts outage {_num(lo)}–{_num(hi)} s" + (f" ±{tol:g}" if tol else ""))
+                    f"twin predicts outage {_num(lo)}–{_num(hi)} s" + (f" ±{tol:g}" if tol else "") + pred_persists)
             parts = []
             for name, obs in observations.items():
                 m = measured_failover(obs, p)
                 if m is None:
                     continue
                 verdict = "inside" if _inside(m["outage_s"], lo, hi, tol) else "OUTSIDE"
+                persists = ", still failing at the end" if m["persists"] else ""
                 parts.append(f"{name} measured {m['outage_s']:.3f} s ({m['failures']} of {m['requests']} requests "
-                             f"failed) {verdict}")
+                             f"failed{persists}) {verdict}")
             out.append(head + ("; " + "; ".join(parts) if parts else ""))
             if p.get("derivation"):
                 out.append(f"    derivation: {p['derivation']}")
         else:
             lo, hi = p.get("lo"), p.get("hi")
+            lease = p.get("lease")
             parts = []
             for name, obs in observations.items():
-                recs = [r for r in obs.get("leases") or [] if r.get("lease") == p.get("lease")]
-                if not recs and not obs.get("leases"):
-                    continue
-                n = max((int(r.get("transitions", 0)) for r in recs), default=0)
+                if p["kind"] == "lease-transitions":
+                    n = sum(1 for r in obs.get("leases") or [] if lease == "*" or r.get("lease") == lease)
+                else:
+                    n = sum(1 for e in obs.get("events") or []
+                            if e.get("event") == "lease-lost" and (lease == "*" or e.get("lease") == lease))
                 parts.append(f"{name} counted {n} {'inside' if _inside(n, lo, hi) else 'OUTSIDE'}")
-            out.append(f"  lease transitions of {p.get('lease')}: twin predicts {lo}–{hi}"
-                       + ("; " + "; ".join(parts) if parts else ""))
+            what = "holder changes" if p["kind"] == "lease-transitions" else "leaderships lost"
+            of = "all leases" if lease == "*" else lease
+            out.append(f"  {what} of {of}: twin predicts {lo}–{hi}" + ("; " + "; ".join(parts) if parts else ""))
     return out
 
 

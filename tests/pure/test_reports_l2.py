@@ -31,10 +31,13 @@ def observations(backend: str, outage_at: list[float], holder_after: str = "k8s-
                                           "timeout" if any(abs(t - x) < 1e-9 for x in outage_at) else "answered"))
     obs.predictions += [
         {"kind": "failover", "step": 4, "fault": "partition", "node": "k8s-w1", "lease": LEASE, "loop": "l",
-         "outage_lo": 2.0, "outage_hi": 4.5, "samples": 1000,
+         "outage_lo": 2.0, "outage_hi": 4.5, "samples": [2.5, 3.0, 3.5],
          "derivation": "lease expiry on the candidates' clocks + retry jitter + ARP cache"},
         {"kind": "lease-transitions", "lease": LEASE, "lo": 1, "hi": 2},
+        {"kind": "lease-transitions", "lease": "*", "lo": 3, "hi": 3},
+        {"kind": "lease-losses", "lease": LEASE, "lo": 1, "hi": 1},
     ]
+    obs.log(4.9, "lease-lost", lease=LEASE, node="k8s-w1")
     return obs.as_dict()
 
 
@@ -72,12 +75,12 @@ def test_faults_and_l2_checks_are_listed():
 
 
 def test_each_failover_compares_every_backends_measured_outage_with_the_twins_interval():
-    # twin: requests from 4.0 to 7.0 s fail → 3.0 s; real: only one at 8.8 s → 4.8 s, outside 2.0-4.5
+    # twin: requests from 4.0 to 7.0 s fail, 7.1 s answers → 3.1 s; real: only 8.8 s fails, 8.9 s answers → 0.1 s
     text = "\n".join(l2_lines(result([8.8])))
     line = next(x for x in text.splitlines() if x.strip().startswith("failover step 4"))
-    assert "twin predicts outage 2–4.5 s" in line
-    assert "twin measured 3.000 s (31 of 50 requests failed) inside" in line
-    assert "real measured 4.800 s (1 of 50 requests failed) OUTSIDE" in line
+    assert "twin predicts outage 2–4.5 s [3 twin reruns, median 3.000 s]" in line
+    assert "twin measured 3.100 s (31 of 50 requests failed) inside" in line
+    assert "real measured 0.100 s (1 of 50 requests failed) OUTSIDE" in line
     assert "derivation: lease expiry" in text
 
 
@@ -89,9 +92,18 @@ def test_a_harness_measurement_of_the_outage_is_preferred_over_reading_the_loop(
     assert m["outage_s"] == 3.25 and m["from"] == "harness"
 
 
-def test_lease_transition_counts_are_compared_with_the_twins_interval():
+def test_an_outage_still_failing_at_the_end_of_the_loop_persists():
+    r = result([8.8, 8.9])
+    m = measured_failover(r["observations"]["real"], r["observations"]["twin"]["predictions"][0], 1.0)
+    assert m["persists"] and m["outage_s"] == pytest.approx(1.1)
+    assert "still failing at the end" in "\n".join(l2_lines(r))
+
+
+def test_lease_transition_and_loss_counts_are_compared_with_the_twins_interval():
     text = "\n".join(l2_lines(result([4.0])))
-    assert f"lease transitions of {LEASE}: twin predicts 1–2; twin counted 1 inside; real counted 1 inside" in text
+    assert f"holder changes of {LEASE}: twin predicts 1–2; twin counted 2 inside; real counted 2 inside" in text
+    assert "holder changes of all leases: twin predicts 3–3; twin counted 3 inside; real counted 3 inside" in text
+    assert f"leaderships lost of {LEASE}: twin predicts 1–1; twin counted 1 inside; real counted 1 inside" in text
 
 
 def test_the_terminal_report_includes_the_l2_sections_and_a_result_without_them_is_unchanged():
