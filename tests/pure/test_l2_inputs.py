@@ -99,6 +99,9 @@ def test_interface_regexes_go_rejects_are_errors_even_where_python_accepts(rx, g
     ("e(?i)NS", "ENS5", False),
     ("\\x{65}ns", "ens5", True),
     ("^*ens", "ens", True),                   # Go lets an anchor repeat
+    ("^ens\\d$", "ens\u0663", False),          # Go's \d is ASCII: an Arabic-Indic digit is not one
+    ("^ens\\d$", "ens3", True),
+    ("^[\\w.]+$", "br\u00e9", False),            # so is \w
 ])
 def test_interface_regexes_go_accepts_match_as_go_matches(rx, name, matches):
     assert (go_compile(rx).search(name) is not None) is matches

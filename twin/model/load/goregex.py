@@ -17,8 +17,12 @@ Go accepts, Python rejects or reads differently (translated here):
   ``[[:alpha:]]``, flags in the middle of a pattern (``a(?i)b``: Python 3.11
   allows global flags only at the start), and ``{`` that does not start a
   valid repeat (``a{,3}`` is a literal in Go, a 0..3 repeat in Python).
+Go and Python read differently (translated here):
+  ``\\d`` ``\\w`` ``\\s`` ``\\b`` are ASCII in Go and Unicode in Python (``\\s`` in Go
+  has no ``\\v``): spelled out as ASCII classes.
 Go accepts and the twin cannot match (an error saying so):
-  Unicode classes ``\\pL`` ``\\p{Greek}`` and the ungreedy flag ``(?U)``.
+  Unicode classes ``\\pL`` ``\\p{Greek}``, the ungreedy flag ``(?U)``, ``\\D`` ``\\S``
+  ``\\W`` and negated POSIX classes inside a bracket class.
 """
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ _POSIX = {
     "space": "\\t\\n\\v\\f\\r ", "upper": "A-Z", "word": "0-9A-Za-z_", "xdigit": "0-9A-Fa-f",
 }
 _REPEAT = re.compile(r"\{(\d+)(,(\d*))?\}")
-_PERL_CLASSES = "dDsSwW"
+#: Go's Perl classes are ASCII-only (Python's are Unicode): spelled out, inside and outside a class
+_PERL = {"d": "0-9", "s": "\\t\\n\\f\\r ", "w": "0-9A-Za-z_"}
 
 
 class GoRegexError(ValueError):
@@ -69,13 +74,23 @@ def _escape(rx: str, i: int, in_class: bool) -> tuple[str, int]:
     if c in "pP":
         raise GoRegexError(f"`\\{c}` Unicode classes are valid in Go but the twin cannot match them "
                            "(Python's re has none); use an explicit character class")
-    if c in _PERL_CLASSES or c in "afnrtv":
+    if c.lower() in _PERL:
+        body = _PERL[c.lower()]
+        if in_class:
+            if c.isupper():
+                raise GoRegexError(f"`\\{c}` inside a class is valid in Go but the twin cannot match it; "
+                                   "write the complement as its own class")
+            return body, i + 2
+        return (f"[{body}]" if c.islower() else f"[^{body}]"), i + 2
+    if c in "afnrtv":
         return "\\" + c, i + 2
     if not in_class:
         if c == "z":
             return "\\Z", i + 2
-        if c in "AbB":
-            return "\\" + c, i + 2
+        if c == "A":
+            return "\\A", i + 2
+        if c in "bB":  # Go's word boundary is ASCII
+            return f"(?a:\\{c})", i + 2
         if c == "Q":
             end = rx.find("\\E", i + 2)
             lit = rx[i + 2:] if end < 0 else rx[i + 2:end]
@@ -160,7 +175,7 @@ def translate(rx: str) -> str:
         if ch == "\\":
             text, i = _escape(rx, i, False)
             out.append(text)
-            if text in ("\\A", "\\Z", "\\b", "\\B"):
+            if text in ("\\A", "\\Z"):
                 out[-1] = f"(?:{text})"
             can_repeat = True
             continue
