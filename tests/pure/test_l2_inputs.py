@@ -124,7 +124,10 @@ def test_go_syntax_the_twin_cannot_match_is_an_error_that_says_so():
 def test_an_interface_regex_matching_no_interface_of_the_selected_nodes_is_a_warning():
     v = view(node("n1", "ens5"), node("n2", "eth0"), l2policy(interfaces=["^ens", "^wlan"]), lb("x"))
     [w] = warnings_of(v.all_findings(), "CiliumL2AnnouncementPolicy l2", "spec.interfaces[1]")
-    assert "'^wlan' matches no interface" in w.message and "n1: ens5" in w.message and w.line
+    assert "'^wlan' matches no interface" in w.message and "n1: ens5" in w.message
+    text = docs_text(pod("w", {"app": "web"}, "n1"), pool("p", [{"cidr": "10.10.200.0/29"}]), node("n1", "ens5"),
+                     node("n2", "eth0"), l2policy(interfaces=["^ens", "^wlan"]), lb("x"))
+    assert text.splitlines()[w.line - 1].strip() == "- ^wlan"  # the line of the regex itself
 
 
 def test_a_node_selector_selecting_no_node_is_a_warning_and_nothing_is_announced():

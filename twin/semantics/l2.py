@@ -195,26 +195,26 @@ def l2_findings(cluster: Cluster, alloc: Allocation, anns: dict[str, Announcemen
     c = cluster
     out = lease_findings(c)
     for pol in c.l2_policies:
-        obj, f, ln = f"CiliumL2AnnouncementPolicy {pol.name}", pol.origin.file, pol.origin.line
+        obj, f = f"CiliumL2AnnouncementPolicy {pol.name}", pol.origin.file
         nodes = policy_nodes(pol, c)
         if pol.node_selector is not None and not nodes:
-            out.append(warning(obj, "spec.nodeSelector", "selects no node", f, ln))
+            out.append(warning(obj, "spec.nodeSelector", "selects no node", f, pol.line("spec.nodeSelector")))
         selected = [s for s in c.services if selects_service(pol, s)]
         if pol.service_selector is not None and not selected:
             out.append(warning(obj, "spec.serviceSelector", "selects no service: nothing is announced by this policy",
-                               f, ln))
+                               f, pol.line("spec.serviceSelector")))
         for i, rx in enumerate(pol.interfaces):
             if nodes and _regex(rx) is not None and not any(interface_matches(rx, n) for node in nodes
                                                             for n in node.interfaces):
                 have = "; ".join(f"{node.name}: {', '.join(node.interfaces)}" for node in nodes)
                 out.append(warning(obj, f"spec.interfaces[{i}]", f"{rx!r} matches no interface of the nodes the "
-                                   f"policy selects ({have})", f, ln))
+                                   f"policy selects ({have})", f, pol.line(f"spec.interfaces[{i}]")))
         if c.values.l2.enabled and pol.external_ips and not c.values.external_ips:
             with_ext = [s.key for s in selected if s.external_ips]
             if with_ext:
                 out.append(warning(obj, "spec.externalIPs", "externalIPs.enabled is false in the values: Cilium "
                                    f"ignores the externalIPs of {', '.join(with_ext)} and does not announce them",
-                                   f, ln))
+                                   f, pol.line("spec.externalIPs")))
     if c.l2_policies and not c.values.l2.enabled:
         out.append(warning("values", "l2announcements.enabled",
                            "CiliumL2AnnouncementPolicy objects exist but L2 announcements are disabled: nothing is announced",

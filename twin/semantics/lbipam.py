@@ -77,7 +77,7 @@ def allocate(cluster: Cluster) -> Allocation:
             conflicting.append(pool.name)
             findings.append(warning(f"CiliumLoadBalancerIPPool {pool.name}", "spec.blocks",
                                     f"overlaps pool {', '.join(clash)}: Cilium marks this pool conflicting and allocates nothing from it",
-                                    pool.origin.file, pool.origin.line))
+                                    pool.origin.file, pool.line("spec.blocks")))
             continue
         active.append(pool)
     free = {p.name: [a for b in p.blocks for a in block_addresses(b, p.allow_first_last)] for p in active}
@@ -89,7 +89,7 @@ def allocate(cluster: Cluster) -> Allocation:
                 selector_matches_labels(pool.service_selector, _service_labels(s)) for s in lb_services):
             findings.append(warning(f"CiliumLoadBalancerIPPool {pool.name}", "spec.serviceSelector",
                                     "selects no LoadBalancer service: this pool allocates nothing",
-                                    pool.origin.file, pool.origin.line))
+                                    pool.origin.file, pool.line("spec.serviceSelector")))
     ips: dict = {}
     reasons: dict = {}
     for svc in cluster.services:
