@@ -15,6 +15,10 @@ def show_text(data: dict) -> str:
         lb = f" lb={','.join(s['lb_ips'])}" if s["lb_ips"] else ""
         l2 = f" l2={','.join(s['l2']['candidate_nodes'])}" if s["l2"]["announced"] else ""
         lines.append(f"svc {s['namespace']}/{s['name']:30} {s['type']:12} {s['cluster_ip']}{lb}{l2} → {len(s['backends'])} backend(s)")
+    for p in data.get("pools") or []:
+        state = "disabled" if p["disabled"] else (f"CONFLICTING with {', '.join(p['conflicts_with'])}: allocates nothing"
+                                                  if p["conflicting"] else "active")
+        lines.append(f"pool {p['name']:30} {state}; {p['ips_available']} of {p['ips_total']} addresses available")
     lines += l2_text(data)
     for f in data["findings"]:
         lines.append(f"{f['severity']}: {f['object']} {f['field']}: {f['message']}")

@@ -179,6 +179,11 @@ def test_overlapping_pools_the_newer_is_conflicting_names_both_and_allocates_not
     assert v.allocation.ips["default/a"] == (__import__("ipaddress").IPv4Address("10.1.0.1"),)
     # the /30 without first and last holds two addresses; the newer pool's are never used
     assert v.allocation.reasons == {"default/c": "out_of_ips"}
+    pools = {p["name"]: p for p in v.show()["pools"]}
+    assert pools["old"] == {"name": "old", "disabled": False, "conflicting": False, "conflicts_with": [],
+                            "ips_total": 2, "ips_available": 0}
+    assert pools["new"]["conflicting"] and pools["new"]["conflicts_with"] == ["old"]
+    assert pools["new"]["ips_available"] == 0
 
 
 def test_an_exhausted_pool_is_a_warning_naming_service_pool_and_cilium_reason():

@@ -36,6 +36,9 @@ class Allocation:
     reasons: dict  # service key -> condition reason when no IP ("no_pool", "out_of_ips", "already_allocated")
     conflicting: tuple[str, ...]  # pool names
     findings: tuple[Finding, ...] = ()
+    #: per pool, as ``kubectl get ippools`` shows it: name, disabled, conflicting (and with
+    #: which pools), total and available addresses
+    pools: tuple[dict, ...] = ()
 
 
 def block_addresses(block: IPBlock, allow_first_last: bool) -> list[ipaddress.IPv4Address]:
@@ -69,12 +72,14 @@ def allocate(cluster: Cluster) -> Allocation:
     findings: list[Finding] = []
     active: list[LBIPPool] = []
     conflicting = []
+    clashes: dict[str, list[str]] = {}
     for pool in cluster.pools:
         if pool.disabled:
             continue
         clash = [p.name for p in active if any(a <= d and c <= b for a, b in _ranges(p) for c, d in _ranges(pool))]
         if clash:
             conflicting.append(pool.name)
+            clashes[pool.name] = clash
             findings.append(warning(f"CiliumLoadBalancerIPPool {pool.name}", "spec.blocks",
                                     f"overlaps pool {', '.join(clash)}: Cilium marks this pool conflicting and allocates nothing from it",
                                     pool.origin.file, pool.line("spec.blocks")))
@@ -141,4 +146,9 @@ def allocate(cluster: Cluster) -> Allocation:
                                         svc.origin.file, svc.origin.line))
         if got:
             ips[svc.key] = tuple(got)
-    return Allocation(ips, reasons, tuple(conflicting), tuple(findings))
+    status = tuple({"name": p.name, "disabled": p.disabled, "conflicting": p.name in clashes,
+                    "conflicts_with": clashes.get(p.name, []),
+                    "ips_total": sum(len(block_addresses(b, p.allow_first_last)) for b in p.blocks),
+                    "ips_available": len(free[p.name]) if p.name in free else 0}
+                   for p in cluster.pools)
+    return Allocation(ips, reasons, tuple(conflicting), tuple(findings), status)

@@ -118,6 +118,7 @@ class ClusterView:
             "pods": pods,
             "services": services,
             "l2": l2.l2_summary(c),
+            "pools": [dict(p) for p in self.allocation.pools],
             "identities": {str(k): dict(v.labels) for k, v in sorted(self.ids.infos.items()) if k >= 256},
             "findings": [f.as_dict() for f in self.all_findings()],
         }
