@@ -141,3 +141,47 @@ def test_loading_a_run_reports_l2_step_errors_as_input_errors_naming_file_and_li
     got = {(x.field, x.line) for x in exc.value.findings}
     assert got == {("steps[0].label.object", 5), ("steps[1].fault.holder_of", 6)}
     assert all(x.file == str(f) for x in exc.value.findings)
+
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+SERVICES = st.sampled_from(["default/svc1", "default/svc2", "default/deathstar", "default/ghost", "svc1", "kube-system/svc1"])
+NODES = st.sampled_from(["k8s-s", "k8s-w1", "k8s-w2", "k8s-w9"])
+LABELS = st.dictionaries(st.sampled_from(["color", "zone", "node-role.kubernetes.io/control-plane"]),
+                         st.sampled_from(["blue", "red", ""]), min_size=1, max_size=2)
+STEP = st.one_of(
+    st.builds(lambda o, s: {"label": {"object": f"Service/{o}", "set": s}}, SERVICES, LABELS),
+    st.builds(lambda n, r: {"label": {"object": f"Node/{n}", "remove": r}}, NODES, st.lists(st.sampled_from(["color", "zone"]), min_size=1)),
+    st.builds(lambda s, e: {"arping": {"name": "a", "service": s, **({"expect": e} if e else {})}}, SERVICES,
+              st.sampled_from([None, "holder", "none", "k8s-w1", "k8s-w9"])),
+    st.builds(lambda ip, e: {"arping": {"name": "a", "ip": ip, "expect": e}}, st.sampled_from(["10.10.200.1", "10.10.200.9"]),
+              st.sampled_from(["holder", "none"])),
+    st.builds(lambda k, n: {"fault": {"kind": k, "node": n}}, st.sampled_from(["partition", "heal", "node-crash", "nic-down"]), NODES),
+    st.builds(lambda k, s: {"fault": {"kind": k, "holder_of": s}}, st.sampled_from(["partition", "heal", "agent-kill"]), SERVICES),
+    st.builds(lambda s: {"requests": {"name": "r", "from": "external", "to": f"svc:{s}", "port": 80, "count": 2}}, SERVICES),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(steps=st.lists(STEP, min_size=1, max_size=6))
+def test_any_sequence_of_l2_steps_is_checked_without_an_exception(steps):
+    import yaml
+
+    from twin.model.findings import InputError
+    from twin.model.run import RunInputs
+    # give each named step a distinct name (duplicates are a parse error, not what this explores)
+    for i, s in enumerate(steps):
+        for body in s.values():
+            if "name" in body:
+                body["name"] = f"n{i}"
+    text = HEAD + "".join("  - " + yaml.safe_dump(s, default_flow_style=True) for s in steps)
+    try:
+        sc = parse_scenario(Source("s.yaml", text))
+    except InputError:
+        return
+    cluster = seed_cluster()
+    fs = check_scenario(sc, cluster, scenario_l2_state)
+    assert all(f.file == "s.yaml" and f.field.startswith("steps[") for f in fs)
+    if not fs:
+        RunInputs.plan(sc, cluster, {}, "s.yaml")  # a scenario the checks pass plans without an error
