@@ -292,3 +292,15 @@ def test_any_interface_regex_is_either_a_go_regexp_error_or_a_pattern_python_com
         re.compile(py).search("ens5")  # what the translation accepts, Python compiles...
     except re.error as exc:  # ...except what both reject, only found by Python's compiler
         assert "bad character range" in str(exc) or "redefinition of group name" in str(exc), (rx, py, exc)
+
+
+def test_lease_traffic_far_above_the_client_qps_is_a_warning_naming_each_candidate_node():
+    many = [lb(f"s{i}") for i in range(5)]
+    seed_timings = "l2announcements: {enabled: true, leaseDuration: 3s, leaseRenewDeadline: 1s, leaseRetryPeriod: 200ms}\n"
+    v = view(l2policy(), *many, values=seed_timings + "k8sClientRateLimit: {qps: 1, burst: 2}\n")
+    ws = warnings_of(v.all_findings(), "values", "k8sClientRateLimit.qps")
+    assert len(ws) == 3  # every seed node is a candidate for the 5 leases
+    assert all("5 lease(s)" in w.message and "cilium#26586" in w.message and w.line == 2 for w in ws)
+    # one lease at the seed timings and Cilium's default qps: throttled a little, never past the deadline
+    v = view(l2policy(), lb("one"), values=seed_timings)
+    assert warnings_of(v.all_findings(), "values", "k8sClientRateLimit.qps") == []

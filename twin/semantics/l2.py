@@ -10,7 +10,7 @@ from twin.model.findings import Finding, warning
 from twin.model.load.goregex import GoRegexError, go_compile
 from twin.model.objects import Cluster, L2AnnouncementPolicy, L2Settings, Node, Service, Values
 from twin.model.scenario_check import L2State
-from twin.semantics.election import ElectionParams
+from twin.semantics.election import ElectionParams, api_requests_per_second
 from twin.semantics.identity import selector_matches_labels
 from twin.semantics.lbipam import Allocation, _service_labels, allocate
 from twin.semantics.services import selected_pods
@@ -219,6 +219,7 @@ def l2_findings(cluster: Cluster, alloc: Allocation, anns: dict[str, Announcemen
         out.append(warning("values", "l2announcements.enabled",
                            "CiliumL2AnnouncementPolicy objects exist but L2 announcements are disabled: nothing is announced",
                            c.values.origin.file, c.values.line("l2announcements.enabled")))
+    out += rate_limit_findings(c, anns)
     for svc in c.services:
         ann = anns.get(svc.key)
         if ann is not None and ann.reason.startswith("externalTrafficPolicy is Local"):
@@ -235,3 +236,40 @@ def scenario_l2_state(cluster: Cluster) -> dict[str, L2State]:
     return {key: L2State(tuple(str(ip) for ip in alloc.ips.get(key, ())), a.announced, a.reason, a.lease,
                        alloc.reasons.get(key, ""))
             for key, a in anns.items()}
+
+
+def rate_limit_findings(cluster: Cluster, anns: dict[str, Announcement]) -> list[Finding]:
+    """A warning when an agent's Lease traffic is so far above its API client's qps that
+    renewals miss their deadline (cilium#26586): Cilium accepts any qps and its
+    requests then wait for tokens.
+
+    Per node, the steady-state demand if it held every lease it is a candidate for
+    (``api_requests_per_second``: a Get and an Update per retry period each).  Under
+    a token bucket of rate qps the renew loop's period stretches by demand/qps
+    (the burst only helps for a moment); once the stretched period ``retry ·
+    demand / qps`` exceeds the renew deadline, a renewal cannot finish in time and
+    the lease is lost.  Throttling short of that only slows renewals: not reported.
+    The twin's electors run the token bucket itself; this is the estimate behind
+    the warning, not the prediction."""
+    if not cluster.values.l2.enabled:
+        return []
+    p = election_params(cluster.values)
+    per_node: dict[str, int] = {}
+    for a in anns.values():
+        if a.announced:
+            for n in a.candidate_nodes:
+                per_node[n] = per_node.get(n, 0) + 1
+    out = []
+    for node, n in sorted(per_node.items()):
+        demand = api_requests_per_second(n, 0, p)
+        stretched = p.retry_period_s * demand / p.qps
+        if stretched <= p.renew_deadline_s:
+            continue
+        out.append(warning("values", "k8sClientRateLimit.qps",
+                           f"node {node}'s agent is a candidate for {n} lease(s); holding them it needs about "
+                           f"{demand:.1f} Lease requests/s against qps {p.qps:g} (burst {p.burst}), which stretches "
+                           f"its {p.retry_period_s:g}s renew loop to about {stretched:.2g}s, beyond the "
+                           f"{p.renew_deadline_s:g}s renew deadline: renewals are throttled until they miss it and "
+                           "leases are lost (cilium#26586)",
+                           cluster.values.origin.file, cluster.values.line("k8sClientRateLimit.qps")))
+    return out
