@@ -15,7 +15,7 @@ Shapes read (per backend, ``result["observations"][NAME]``):
   lease-transitions`` / ``lease-losses`` {lease (a name or ``*`` for all), lo, hi}
 * ``traffic``: RequestRecord dicts {name, i, t, outcome, ...} (the failover's loop)
 * ``events``: ``lease-lost`` events {t, event, lease, ...} (leaderships lost)
-* ``measurements.failovers`` (optional): [{step, outage_s, persists, ...}] when the
+* ``measurements.failovers`` (optional): [{step, loop, outage_s, persisting, ...}] when the
   harness measured the outage; otherwise it is read from the loop's requests
   with the twin's definition (``twin.semantics.failover.measured_outage``):
   from the first failed request after the fault to the first answered one
@@ -56,9 +56,10 @@ def measured_failover(obs: dict, pred: dict, request_timeout_s: float = 1.0) -> 
     """The outage one backend measured for a failover prediction (None: that backend has
     no record of the fault step)."""
     for m in (obs.get("measurements") or {}).get("failovers") or []:
-        if m.get("step") == pred.get("step") and m.get("outage_s") is not None:
+        if m.get("step") == pred.get("step") and m.get("outage_s") is not None \
+                and m.get("loop", pred.get("loop")) == pred.get("loop"):
             return {"outage_s": float(m["outage_s"]), "failures": m.get("failures"), "requests": m.get("requests"),
-                    "persists": bool(m.get("persists")), "from": "harness"}
+                    "persists": bool(m.get("persisting", m.get("persists"))), "from": "harness"}
     fault = next((f for f in obs.get("faults") or [] if f.get("step") == pred.get("step")), None)
     if fault is None:
         return None
@@ -156,12 +157,20 @@ def prediction_lines(result: dict) -> list[str]:
             parts = []
             for name, obs in observations.items():
                 if p["kind"] == "lease-transitions":
-                    n = sum(1 for r in obs.get("leases") or [] if lease == "*" or r.get("lease") == lease)
+                    recs = [r for r in obs.get("leases") or [] if lease == "*" or r.get("lease") == lease]
+                    n = len(recs)
+                    last = {}
+                    for r in recs:
+                        last[r["lease"]] = max(last.get(r["lease"], 0), int(r.get("transitions", 0)))
+                    if sum(last.values()) != n:  # Kubernetes' counter leaves out each first acquisition
+                        parts.append(f"{name} counted {n} {'inside' if _inside(n, lo, hi) else 'OUTSIDE'} "
+                                     f"(leaseTransitions {sum(last.values())})")
+                        continue
                 else:
                     n = sum(1 for e in obs.get("events") or []
                             if e.get("event") == "lease-lost" and (lease == "*" or e.get("lease") == lease))
                 parts.append(f"{name} counted {n} {'inside' if _inside(n, lo, hi) else 'OUTSIDE'}")
-            what = "holder changes" if p["kind"] == "lease-transitions" else "leaderships lost"
+            what = "holder records" if p["kind"] == "lease-transitions" else "leaderships lost"
             of = "all leases" if lease == "*" else lease
             out.append(f"  {what} of {of}: twin predicts {lo}–{hi}" + ("; " + "; ".join(parts) if parts else ""))
     return out

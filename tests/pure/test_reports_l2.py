@@ -86,10 +86,11 @@ def test_each_failover_compares_every_backends_measured_outage_with_the_twins_in
 
 def test_a_harness_measurement_of_the_outage_is_preferred_over_reading_the_loop():
     r = result([8.8])
-    r["observations"]["real"]["measurements"] = {"failovers": [{"step": 4, "outage_s": 3.25, "failures": 9,
-                                                                "requests": 60}]}
+    r["observations"]["real"]["measurements"] = {"failovers": [
+        {"step": 4, "loop": "other", "outage_s": 9.0, "failures": 1, "requests": 2, "persisting": False},
+        {"step": 4, "loop": "l", "outage_s": 3.25, "failures": 9, "requests": 60, "persisting": True}]}
     m = measured_failover(r["observations"]["real"], r["observations"]["twin"]["predictions"][0])
-    assert m["outage_s"] == 3.25 and m["from"] == "harness"
+    assert m["outage_s"] == 3.25 and m["from"] == "harness" and m["persists"]
 
 
 def test_an_outage_still_failing_at_the_end_of_the_loop_persists():
@@ -101,8 +102,11 @@ def test_an_outage_still_failing_at_the_end_of_the_loop_persists():
 
 def test_lease_transition_and_loss_counts_are_compared_with_the_twins_interval():
     text = "\n".join(l2_lines(result([4.0])))
-    assert f"holder changes of {LEASE}: twin predicts 1–2; twin counted 2 inside; real counted 2 inside" in text
-    assert "holder changes of all leases: twin predicts 3–3; twin counted 3 inside; real counted 3 inside" in text
+    # records (every acquisition, the first included) against the prediction; Kubernetes' leaseTransitions beside
+    assert (f"holder records of {LEASE}: twin predicts 1–2; twin counted 2 inside (leaseTransitions 1); "
+            "real counted 2 inside (leaseTransitions 1)") in text
+    assert ("holder records of all leases: twin predicts 3–3; twin counted 3 inside (leaseTransitions 1); "
+            "real counted 3 inside (leaseTransitions 1)") in text
     assert f"leaderships lost of {LEASE}: twin predicts 1–1; twin counted 1 inside; real counted 1 inside" in text
 
 
