@@ -96,8 +96,10 @@ def arp_lines(name: str, obs: dict) -> list[str]:
     out = []
     for a in obs.get("arp") or []:
         macs, nodes = list(a.get("macs") or []), list(a.get("nodes") or [])
-        pairs = ", ".join(f"{m} ({n})" if n != m else m for m, n in zip(macs, nodes)) if macs else \
-            ", ".join(nodes)
+        seen: dict[str, int] = {}
+        for who in ([f"{m} ({n})" if n != m else m for m, n in zip(macs, nodes)] if macs else nodes):
+            seen[who] = seen.get(who, 0) + 1
+        pairs = ", ".join(f"{who} ×{k}" if k > 1 else who for who, k in seen.items())
         if a.get("kind") == "garp":
             out.append(f"  {name}: gratuitous ARP for {a['ip']} at {_s(a['t'])} from {pairs or '?'}")
         else:
@@ -176,9 +178,26 @@ def prediction_lines(result: dict) -> list[str]:
     return out
 
 
+def unpredicted_failover_lines(result: dict) -> list[str]:
+    """Failovers a backend measured (``measurements.failovers``) that no twin prediction covers
+    (e.g. a run on the real side alone)."""
+    predicted = {(p.get("step"), p.get("loop")) for p in _predictions(result) if p.get("kind") == "failover"}
+    out = []
+    for name, obs in result.get("observations", {}).items():
+        for m in (obs.get("measurements") or {}).get("failovers") or []:
+            if (m.get("step"), m.get("loop")) in predicted or m.get("outage_s") is None:
+                continue
+            persists = ", still failing at the end" if m.get("persisting") else ""
+            new = f"; new holder {m['new_holder']}" if m.get("new_holder") else ""
+            out.append(f"  {name}: failover step {m.get('step')} ({m.get('fault')} {m.get('node')}, loop "
+                       f"{m.get('loop')}): outage {float(m['outage_s']):.3f} s ({m.get('failures')} of "
+                       f"{m.get('requests')} requests failed{persists}){new}; no twin prediction in this result")
+    return out
+
+
 def l2_lines(result: dict) -> list[str]:
     """Every L2 section of a result, per backend, then the predictions against the measurements."""
     out: list[str] = []
     for name, obs in result.get("observations", {}).items():
         out += lease_lines(name, obs) + arp_lines(name, obs) + fault_lines(name, obs) + check_lines(name, obs)
-    return out + prediction_lines(result)
+    return out + prediction_lines(result) + unpredicted_failover_lines(result)

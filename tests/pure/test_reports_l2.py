@@ -117,3 +117,16 @@ def test_the_terminal_report_includes_the_l2_sections_and_a_result_without_them_
     plain = {"scenario": "s", "backends": ["twin"], "ok": True,
              "observations": {"twin": Observations("twin").as_dict()}}
     assert l2_lines(plain) == []
+
+
+def test_repeated_arp_replies_are_counted_and_unpredicted_failovers_are_still_shown():
+    r = result([4.0])
+    real = r["observations"]["real"]
+    real["arp"][0]["macs"], real["arp"][0]["nodes"] = ["02:00:00:00:00:01"] * 3, ["k8s-w1"] * 3
+    real["measurements"] = {"failovers": [{"step": 9, "loop": "l2", "fault": "node-crash", "node": "k8s-w2",
+                                           "outage_s": 2.5, "failures": 20, "requests": 80, "persisting": False,
+                                           "new_holder": "k8s-w1"}]}
+    text = "\n".join(l2_lines(r))
+    assert "real: arping who (step 2) who-has 10.10.200.1 at 2.000 s: replies from 02:00:00:00:00:01 (k8s-w1) ×3" in text
+    assert ("real: failover step 9 (node-crash k8s-w2, loop l2): outage 2.500 s (20 of 80 requests failed); "
+            "new holder k8s-w1; no twin prediction in this result") in text
