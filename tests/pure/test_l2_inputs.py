@@ -304,3 +304,10 @@ def test_lease_traffic_far_above_the_client_qps_is_a_warning_naming_each_candida
     # one lease at the seed timings and Cilium's default qps: throttled a little, never past the deadline
     v = view(l2policy(), lb("one"), values=seed_timings)
     assert warnings_of(v.all_findings(), "values", "k8sClientRateLimit.qps") == []
+
+
+def test_regex_nesting_beyond_gos_limit_is_an_error_and_below_it_too_deep_for_the_twin_says_so():
+    with pytest.raises(GoRegexError, match="nests too deeply"):
+        go_compile("(?:" * 1001 + "a" + ")" * 1001)
+    with pytest.raises(GoRegexError, match="valid in Go"):
+        go_compile("(" * 600 + "a" + ")" * 600)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 
 MAX_REPEAT = 1000  # Go's regexp/syntax limit on {n,m}
+MAX_NESTING = 1000  # Go's regexp/syntax limit on nesting ("expression nests too deeply")
 
 _POSIX = {
     "alnum": "0-9A-Za-z", "alpha": "A-Za-z", "ascii": "\\x00-\\x7f", "blank": "\\t ", "cntrl": "\\x00-\\x1f\\x7f",
@@ -151,6 +152,8 @@ def translate(rx: str) -> str:
     last_quant = False  # the previous item was a repetition operator
     can_repeat = False  # there is something to repeat
     while i < len(rx):
+        if len(opened) > MAX_NESTING:
+            raise GoRegexError(f"expression nests too deeply (more than {MAX_NESTING} groups)")
         ch = rx[i]
         if ch in "*+?" or (ch == "{" and _REPEAT.match(rx, i)):
             if ch == "{":
@@ -255,6 +258,9 @@ def go_compile(rx: str) -> re.Pattern:
     py = translate(rx)
     try:
         return re.compile(py)
+    except RecursionError:
+        raise GoRegexError("valid in Go, but it nests too deeply for the twin's regexp engine "
+                           "(Python's re); nest fewer groups") from None
     except re.error as exc:
         # both reject these; say it in Go's words
         for py_says, go_says in _SAME_ERRORS:

@@ -17,12 +17,12 @@ def field_lines(ctx: Ctx) -> tuple[tuple[str, int], ...]:
 
 def build_l2(ctx: Ctx, data: dict) -> L2AnnouncementPolicy:
     spec = data.get("spec") or {}
-    ifaces = tuple(spec.get("interfaces") or ())
+    ifaces = tuple(str(x) for x in spec.get("interfaces") or ())
     for i, rx in enumerate(ifaces):
         try:
-            go_compile(str(rx))
+            go_compile(rx)
         except GoRegexError as exc:
-            ctx.err(("spec", "interfaces", i), f"{str(rx)[:80]!r} is not a valid Go regexp (Cilium compiles it with "
+            ctx.err(("spec", "interfaces", i), f"{rx[:80]!r} is not a valid Go regexp (Cilium compiles it with "
                     f"Go's regexp package): {exc}")
     ss = parse_selector(ctx, spec["serviceSelector"], ("spec", "serviceSelector")) if spec.get("serviceSelector") is not None else None
     ns_ = parse_selector(ctx, spec["nodeSelector"], ("spec", "nodeSelector")) if spec.get("nodeSelector") is not None else None
