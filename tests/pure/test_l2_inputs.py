@@ -311,3 +311,14 @@ def test_regex_nesting_beyond_gos_limit_is_an_error_and_below_it_too_deep_for_th
         go_compile("(?:" * 1001 + "a" + ")" * 1001)
     with pytest.raises(GoRegexError, match="valid in Go"):
         go_compile("(" * 600 + "a" + ")" * 600)
+
+
+def test_a_service_of_another_load_balancer_class_is_not_announced_and_says_why():
+    other = lb("e", stype="ClusterIP", ext=["192.168.10.50"])
+    other["spec"]["loadBalancerClass"] = "example.com/metal"
+    v = view(l2policy(ext_ips=True), other)
+    a = v.announcements["default/e"]
+    assert not a.announced and "example.com/metal" in a.reason
+    mine = lb("m")
+    mine["spec"]["loadBalancerClass"] = "io.cilium/l2-announcer"
+    assert view(l2policy(), mine).announcements["default/m"].announced

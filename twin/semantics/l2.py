@@ -27,6 +27,10 @@ class Announcement:
     reason: str = ""
 
 
+#: the loadBalancerClass Cilium's L2 announcer serves (besides none)
+L2_CLASS = "io.cilium/l2-announcer"
+
+
 def lease_name(svc: Service) -> str:
     return f"cilium-l2announce-{svc.namespace}-{svc.name}"
 
@@ -97,6 +101,9 @@ def announcements(cluster: Cluster, alloc: Allocation) -> dict[str, Announcement
         reason = ""
         if not cluster.values.l2.enabled:
             reason = "l2announcements.enabled is false"
+        elif svc.load_balancer_class not in ("", L2_CLASS):
+            reason = (f"loadBalancerClass {svc.load_balancer_class!r} is not {L2_CLASS!r}: the L2 announcer "
+                      "leaves the service to that class's controller")
         elif not selecting:
             reason = "no CiliumL2AnnouncementPolicy selects the service"
             if cluster.l2_policies:
