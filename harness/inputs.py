@@ -17,8 +17,8 @@ from twin.model.objects import Cluster
 from twin.model.run import RunInputs
 from twin.model.scenario import Scenario, parse_scenario
 from twin.model.scenario_check import check_scenario
-from twin.semantics.l2 import scenario_l2_state
 from twin.model.yamlsrc import Source
+from twin.semantics.l2 import scenario_l2_state
 
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
 
