@@ -18,6 +18,7 @@ from twin.model.run import RunInputs
 from twin.model.scenario import Scenario, parse_scenario
 from twin.model.scenario_check import check_scenario
 from twin.model.yamlsrc import Source
+from twin.semantics.l2 import scenario_l2_state
 
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
 
@@ -127,7 +128,7 @@ def load_run_inputs(path: str) -> RunInputs:
             problems.append(_step_error(scenario, path, step.index, "apply",
                                         f"{step.path}: cannot apply ({len(exc.findings)} problem(s) below)", step.line))
             problems.extend(exc.findings)
-    problems.extend(f for f in check_scenario(scenario, cluster) if f.severity.value == "error")
+    problems.extend(f for f in check_scenario(scenario, cluster, scenario_l2_state) if f.severity.value == "error")
     if problems:
         raise InputError(problems)
     return RunInputs.plan(scenario, cluster, applies, path)

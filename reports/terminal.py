@@ -1,6 +1,8 @@
 """Plain-text summary of a scenario result (what `twin run` prints)."""
 from __future__ import annotations
 
+from reports.l2_text import l2_lines
+
 
 def render(result: dict) -> str:
     lines = [f"scenario {result['scenario']} ({', '.join(result['backends'])})"]
@@ -40,6 +42,7 @@ def render(result: dict) -> str:
             lines.append(f"  {name}: {sc['name']}: connect({sc['connect']}) getsockname→{sc['getsockname_ip']} "
                          f"getpeername→{sc['getpeername']}; capture saw {', '.join(sc.get('capture_ips', []))}"
                          + (" INCLUDING the ClusterIP" if sc.get("capture_has_frontend") else " (never the ClusterIP)"))
+    lines += l2_lines(result)
     for ch in result.get("verdict_changes", []):
         lines.append(f"  verdict changed: {ch['flow']}: {ch['before']} (step {ch['before_step']}) → "
                      f"{ch['after']} (step {ch['after_step']})")

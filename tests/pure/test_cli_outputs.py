@@ -178,3 +178,53 @@ def test_run_with_an_unwritable_out_directory_exits_2_naming_out_before_running(
     r = run_twin("run", "scenarios/seed-deathstar-l3l4.yaml", "--backend", "twin", "--out", blocker / "sub")
     assert r.returncode == 2, r.stdout + r.stderr
     assert "--out" in r.stderr and "Traceback" not in r.stderr and r.stdout == ""
+
+
+def _seed_with_blue_svc1(tmp_path):
+    """The seed manifests with svc1 labelled color: blue (what the seed's `kubectl label` does)."""
+    for f in SEED_DIR.glob("*.yaml"):
+        text = f.read_text()
+        if f.name == "l2.yaml":
+            text = text.replace("metadata:\n  name: svc1\n", "metadata:\n  name: svc1\n  labels:\n    color: blue\n")
+        (tmp_path / f.name).write_text(text)
+    return str(tmp_path)
+
+
+def test_show_json_gives_each_load_balancer_service_its_l2_announcement_and_the_effective_timings(tmp_path):
+    from clirun import run_cli
+    o = run_cli(["show", _seed_with_blue_svc1(tmp_path), *VALUES, "--json"])
+    assert o.code == 0, o.text
+    out = json.loads(o.out)
+    t = out["l2"]["timings"]
+    assert out["l2"]["enabled"] is True
+    assert (t["leaseDuration"], t["renewDeadline"], t["retryPeriod"], t["qps"], t["burst"]) == (3.0, 1.0, 0.2, 5.0, 10)
+    svcs = {s["name"]: s for s in out["services"]}
+    a = svcs["svc1"]["l2"]
+    assert svcs["svc1"]["lb_ips"] == ["10.10.200.1"]
+    assert a["announced"] is True and a["candidate_nodes"] == ["k8s-w1", "k8s-w2"]  # never the control plane
+    assert a["interfaces"] == {"k8s-w1": ["ens5"], "k8s-w2": ["ens5"]}
+    assert a["lease"] == "cilium-l2announce-default-svc1" and a["reason"] == ""
+    b = svcs["svc2"]["l2"]
+    assert b["announced"] is False and "policy1 selects color=blue" in b["reason"]
+    assert b["lease"] == "cilium-l2announce-default-svc2"
+
+
+def test_show_text_has_a_readable_l2_section(tmp_path):
+    from clirun import run_cli
+    o = run_cli(["show", _seed_with_blue_svc1(tmp_path), *VALUES])
+    assert o.code == 0, o.text
+    assert "L2 announcements: enabled" in o.out
+    assert "lease 3s, renew deadline 1s, retry 200ms; API client 5 qps, burst 10" in o.out
+    assert ("default/svc1 (10.10.200.1): announced, lease cilium-l2announce-default-svc1; "
+            "candidates: k8s-w1 on ens5; k8s-w2 on ens5") in o.out
+    assert "default/svc2 (10.10.200.2): not announced: no CiliumL2AnnouncementPolicy selects the service" in o.out
+
+
+def test_show_text_names_the_lease_timing_rewrites(tmp_path):
+    from clirun import run_cli
+    values = tmp_path / "v.yaml"
+    values.write_text("l2announcements: {enabled: true, leaseDuration: 2s, leaseRenewDeadline: 3s}\n")
+    o = run_cli(["show", str(SEED_DIR), "--values", str(values)])
+    assert o.code == 0, o.text
+    assert "rewritten by Cilium: leaseRenewDeadline 3s is not below leaseDuration 2s: Cilium uses 1s" in o.out
+    assert "lease 2s, renew deadline 1s, retry 500ms" in o.out

@@ -222,3 +222,94 @@ def test_mutated_scenarios_never_crash_the_cli(data, keeper):
 def teardown_module(module):
     if SEEN:
         print("\nfuzz outcomes:", dict(sorted(SEEN.items(), key=str)))
+
+
+# ------------------------------------------------------------------ L2 scenarios and values
+#: an L2 scenario with every L2 step kind and setting (label, arping, fault, loop from
+#: the external host, settings.external).  Until the backends run these steps, the
+#: fuzz drives everything before a backend: the scenario parser, the checks against
+#: the cluster and the plan of label steps (`load_run_inputs`); the L2 scenarios in
+#: scenarios/ are run by the CLI fuzz above once they exist.
+L2_SCENARIO = {
+    "scenario": "fuzz-l2",
+    "manifests": [str(p) for p in sorted((ROOT / "examples" / "seed").glob("*.yaml"))],
+    "values": str(ROOT / "examples" / "values" / "seed.yaml"),
+    "settings": {"external": {"arp_accept": True, "garp": "honour", "base_reachable_time": "30s"},
+                 "api_backup_path": True, "repeats": 3, "request_timeout": "500ms"},
+    "steps": [
+        {"arping": {"name": "before", "service": "default/svc1", "expect": "none", "count": 2}},
+        {"label": {"object": "Service/default/svc1", "set": {"color": "blue"}}},
+        {"label": {"object": "Node/k8s-w2", "set": {"zone": "b"}, "remove": ["zone"]}},
+        {"wait": "4s"},
+        {"arping": {"name": "after", "ip": "10.10.200.1", "expect": "holder"}},
+        {"loop": {"name": "l", "from": "external", "to": "svc:default/svc1", "port": 80, "interval": "100ms",
+                  "duration": "8s"}},
+        {"fault": {"kind": "partition", "holder_of": "default/svc1"}},
+        {"wait": "5s"},
+        {"fault": {"kind": "heal", "node": "k8s-w1"}},
+        {"fault": {"kind": "nic-down", "node": "k8s-w2"}},
+        {"await": {"loop": "l"}},
+        {"requests": {"name": "r", "from": "external", "to": "svc:default/svc1", "port": 80, "count": 3}},
+    ],
+}
+L2_VALUES = """\
+l2announcements:
+  enabled: true
+  leaseDuration: 3s
+  leaseRenewDeadline: 1s
+  leaseRetryPeriod: 200ms
+externalIPs:
+  enabled: true
+k8sClientRateLimit:
+  qps: 2.5
+  burst: 4
+"""
+
+
+def _load_clean(raw: bytes, keeper: _Keeper) -> None:
+    """`load_run_inputs` on the scenario: an InputError (exit 2) or inputs, never another exception."""
+    import traceback
+
+    from harness.inputs import load_run_inputs
+    from twin.model.findings import InputError
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "input.scenario.yaml"
+        f.write_bytes(raw)
+        try:
+            load_run_inputs(str(f))
+            SEEN[("l2-scenario", "load", 0)] += 1
+        except InputError:
+            SEEN[("l2-scenario", "load", 2)] += 1
+        except Exception:  # noqa: BLE001 - the point is to catch everything
+            keeper.last = (raw, "scenario")
+            pytest.fail(f"load_run_inputs crashed:\n{traceback.format_exc()}")
+
+
+def test_the_l2_fuzz_scenario_loads_cleanly():
+    """The base of the L2 fuzz is itself valid (so mutations start from a scenario that loads)."""
+    from harness.inputs import load_run_inputs
+    with tempfile.TemporaryDirectory() as d:
+        f = Path(d) / "s.yaml"
+        f.write_text(yaml.safe_dump(L2_SCENARIO, sort_keys=False))
+        inputs = load_run_inputs(str(f))
+    assert {s.kind for s in inputs.scenario.steps} >= {"label", "arping", "fault", "loop", "requests"}
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_l2_scenarios_never_crash_the_loader(data, keeper):
+    if data.draw(st.booleans()):
+        raw = yaml.safe_dump_all(data.draw(mutated_docs([L2_SCENARIO])), sort_keys=False, allow_unicode=True).encode()
+    else:
+        tmp = Path(tempfile.mkdtemp()) / "s.yaml"
+        tmp.write_text(yaml.safe_dump(L2_SCENARIO, sort_keys=False))
+        raw = data.draw(mutated_file(tmp))
+    _load_clean(raw, keeper)
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_l2_values_never_crash_the_cli(data, keeper):
+    tmp = Path(tempfile.mkdtemp()) / "v.yaml"
+    tmp.write_text(L2_VALUES)
+    _check(data.draw(mutated_file(tmp)), "values", keeper)

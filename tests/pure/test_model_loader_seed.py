@@ -146,7 +146,8 @@ def test_seed_l2_policy_warns_that_it_selects_no_service_and_nothing_is_announce
     assert "selects no service" in w[0].message
     assert w[0].file.endswith("l2.yaml")
     assert not any(a.announced for a in v.announcements.values())
-    assert v.announcements["default/svc1"].reason == "no CiliumL2AnnouncementPolicy selects the service"
+    assert v.announcements["default/svc1"].reason == ("no CiliumL2AnnouncementPolicy selects the service "
+                                                      "(policy1 selects color=blue)")
 
 
 def test_seed_has_no_warnings_other_than_the_l2_selector():

@@ -105,7 +105,7 @@ def test_pool_blocks_are_used_in_order_and_exhaustion_leaves_services_without_ip
                                    lb("a"), lb("b"), lb("c"), lb("d"))))
     assert {k: strs(i) for k, i in v.allocation.ips.items()} == {
         "default/a": ["10.1.0.8"], "default/b": ["10.1.0.20"], "default/c": ["10.1.0.21"]}
-    assert v.allocation.reasons == {"default/d": "pool_exhausted"}
+    assert v.allocation.reasons == {"default/d": "out_of_ips"}
 
 
 def test_service_selector_on_pools_routes_services_to_their_pool():

@@ -127,7 +127,7 @@ def test_overlapping_newer_pool_is_conflicting_allocates_nothing_and_warns():
     all_ips = [str(ip) for ips in v.allocation.ips.values() for ip in ips]
     # only the older pool's 6 usable addresses are handed out
     assert sorted(all_ips) == [f"10.10.200.{i}" for i in range(1, 7)]
-    assert v.allocation.reasons == {"default/s6": "pool_exhausted", "default/s7": "pool_exhausted"}
+    assert v.allocation.reasons == {"default/s6": "out_of_ips", "default/s7": "out_of_ips"}
 
 
 def test_pool_order_decides_which_one_conflicts():

@@ -26,3 +26,6 @@ MAX_PODS = 10_000
 MAX_REQUESTS = 100_000
 #: longest duration anywhere in an input (one week), in seconds
 MAX_DURATION_S = 7 * 24 * 3600.0
+#: k8sClientRateLimit qps and burst above this are refused (a token bucket of a
+#: billion tokens is a typo, and virtual time would not cope with it)
+MAX_CLIENT_QPS = 100_000

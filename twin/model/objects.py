@@ -218,6 +218,16 @@ class NetworkPolicy:
         return f"{self.namespace}/{self.name}"
 
 
+def _field_line(lines: tuple, origin: Origin, path: str) -> int | None:
+    """Line of a field (or of its nearest enclosing field) in the object's document."""
+    found = dict(lines)
+    while path:
+        if path in found:
+            return found[path]
+        path = path.rpartition(".")[0]
+    return origin.line
+
+
 @dataclass(frozen=True)
 class L2AnnouncementPolicy:
     name: str
@@ -227,6 +237,11 @@ class L2AnnouncementPolicy:
     external_ips: bool
     load_balancer_ips: bool
     origin: Origin = Origin()
+    #: (field path, line) of the document's fields, e.g. ("spec.interfaces[0]", 14)
+    lines: tuple[tuple[str, int], ...] = ()
+
+    def line(self, path: str) -> int | None:
+        return _field_line(self.lines, self.origin, path)
 
 
 @dataclass(frozen=True)
@@ -244,6 +259,11 @@ class LBIPPool:
     service_selector: LabelSelector | None = None
     disabled: bool = False
     origin: Origin = Origin()
+    #: (field path, line) of the document's fields, e.g. ("spec.serviceSelector", 9)
+    lines: tuple[tuple[str, int], ...] = ()
+
+    def line(self, path: str) -> int | None:
+        return _field_line(self.lines, self.origin, path)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,13 @@
   free address of the first matching pool; a requested ``loadBalancerIP``
   (or ``io.cilium/lb-ipam-ips`` annotation) is honoured if a matching pool
   holds it and it is free.
-* A service no pool matches gets no IP (condition reason ``no_pool``).
+* A service no pool matches gets no IP; nor does one whose matching pools are
+  all used up.  Cilium says why in the service's ``cilium.io/IPAMRequestSatisfied``
+  condition (status False); :attr:`Allocation.reasons` holds its reason:
+  ``no_pool`` (no enabled pool matches, or none holds a requested address),
+  ``out_of_ips`` (every matching pool is exhausted), ``already_allocated``
+  (a requested address is taken).
+* A pool whose ``serviceSelector`` selects no service allocates nothing (a finding).
 """
 from __future__ import annotations
 
@@ -20,14 +26,19 @@ from twin.model.objects import Cluster, IPBlock, LBIPPool, Service
 from twin.semantics.identity import selector_matches_labels
 
 IPS_ANNOTATION = "io.cilium/lb-ipam-ips"
+#: the Service condition in which Cilium's LB-IPAM says whether (and why not) it allocated
+CONDITION = "cilium.io/IPAMRequestSatisfied"
 
 
 @dataclass(frozen=True)
 class Allocation:
     ips: dict  # service key -> tuple of IPv4Address
-    reasons: dict  # service key -> reason when no IP ("no_pool", "pool_exhausted", ...)
+    reasons: dict  # service key -> condition reason when no IP ("no_pool", "out_of_ips", "already_allocated")
     conflicting: tuple[str, ...]  # pool names
     findings: tuple[Finding, ...] = ()
+    #: per pool, as ``kubectl get ippools`` shows it: name, disabled, conflicting (and with
+    #: which pools), total and available addresses
+    pools: tuple[dict, ...] = ()
 
 
 def block_addresses(block: IPBlock, allow_first_last: bool) -> list[ipaddress.IPv4Address]:
@@ -61,18 +72,29 @@ def allocate(cluster: Cluster) -> Allocation:
     findings: list[Finding] = []
     active: list[LBIPPool] = []
     conflicting = []
+    clashes: dict[str, list[str]] = {}
     for pool in cluster.pools:
         if pool.disabled:
             continue
         clash = [p.name for p in active if any(a <= d and c <= b for a, b in _ranges(p) for c, d in _ranges(pool))]
         if clash:
             conflicting.append(pool.name)
+            clashes[pool.name] = clash
             findings.append(warning(f"CiliumLoadBalancerIPPool {pool.name}", "spec.blocks",
                                     f"overlaps pool {', '.join(clash)}: Cilium marks this pool conflicting and allocates nothing from it",
-                                    pool.origin.file, pool.origin.line))
+                                    pool.origin.file, pool.line("spec.blocks")))
             continue
         active.append(pool)
     free = {p.name: [a for b in p.blocks for a in block_addresses(b, p.allow_first_last)] for p in active}
+    pool_addresses = {name: set(addrs) for name, addrs in free.items()}
+    lb_services = [s for s in cluster.services
+                   if s.type == "LoadBalancer" and s.load_balancer_class in ("", "io.cilium/l2-announcer")]
+    for pool in active:
+        if pool.service_selector is not None and not any(
+                selector_matches_labels(pool.service_selector, _service_labels(s)) for s in lb_services):
+            findings.append(warning(f"CiliumLoadBalancerIPPool {pool.name}", "spec.serviceSelector",
+                                    "selects no LoadBalancer service: this pool allocates nothing",
+                                    pool.origin.file, pool.line("spec.serviceSelector")))
     ips: dict = {}
     reasons: dict = {}
     for svc in cluster.services:
@@ -83,8 +105,8 @@ def allocate(cluster: Cluster) -> Allocation:
         obj = f"Service {svc.key}"
         if not pools:
             reasons[svc.key] = "no_pool"
-            findings.append(warning(obj, "spec.type", "LoadBalancer service matches no IP pool: it gets no external IP (reason no_pool)",
-                                    svc.origin.file, svc.origin.line))
+            findings.append(warning(obj, "spec.type", "LoadBalancer service matches no enabled IP pool: it gets no "
+                                    f"external IP ({CONDITION} False, reason no_pool)", svc.origin.file, svc.origin.line))
             continue
         wanted = []
         ann = dict(svc.annotations).get(IPS_ANNOTATION)
@@ -93,6 +115,7 @@ def allocate(cluster: Cluster) -> Allocation:
         elif svc.load_balancer_ip:
             wanted = [svc.load_balancer_ip]
         got = []
+        fld = f"metadata.annotations[{IPS_ANNOTATION}]" if ann else "spec.loadBalancerIP"
         if wanted:
             for ip in wanted:
                 for p in pools:
@@ -101,17 +124,31 @@ def allocate(cluster: Cluster) -> Allocation:
                         got.append(ip)
                         break
                 else:
-                    findings.append(warning(obj, "spec.loadBalancerIP", f"requested {ip} is not free in any matching pool: not allocated",
-                                            svc.origin.file, svc.origin.line))
+                    holders = [p.name for p in pools if ip in pool_addresses[p.name]]
+                    why = "already_allocated" if holders else "no_pool"
+                    reasons.setdefault(svc.key, why)
+                    where = (f"is already allocated in pool {', '.join(holders)}" if holders
+                             else f"is in no matching pool ({', '.join(p.name for p in pools)})")
+                    findings.append(warning(obj, fld, f"requested {ip} {where}: not allocated ({CONDITION} False, "
+                                            f"reason {why})", svc.origin.file, svc.origin.line))
+            if got:
+                reasons.pop(svc.key, None)
         else:
             for p in pools:
                 if free[p.name]:
                     got.append(free[p.name].pop(0))
                     break
             else:
-                reasons[svc.key] = "pool_exhausted"
-                findings.append(warning(obj, "spec.type", "every matching pool is exhausted: no external IP",
+                reasons[svc.key] = "out_of_ips"
+                findings.append(warning(obj, "spec.type", f"every matching pool ({', '.join(p.name for p in pools)}) "
+                                        f"is exhausted: no external IP ({CONDITION} False, reason out_of_ips: all "
+                                        "enabled pools that match this service ran out of allocatable IPs)",
                                         svc.origin.file, svc.origin.line))
         if got:
             ips[svc.key] = tuple(got)
-    return Allocation(ips, reasons, tuple(conflicting), tuple(findings))
+    status = tuple({"name": p.name, "disabled": p.disabled, "conflicting": p.name in clashes,
+                    "conflicts_with": clashes.get(p.name, []),
+                    "ips_total": sum(len(block_addresses(b, p.allow_first_last)) for b in p.blocks),
+                    "ips_available": len(free[p.name]) if p.name in free else 0}
+                   for p in cluster.pools)
+    return Allocation(ips, reasons, tuple(conflicting), tuple(findings), status)

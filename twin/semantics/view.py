@@ -13,7 +13,7 @@ from twin.model.findings import Finding, warning
 from twin.model.objects import Cluster, LabelSelector
 from twin.semantics import bandwidth, l2, lbipam
 from twin.semantics.flows import FlowEvaluator
-from twin.semantics.identity import Identities, selector_matches_labels
+from twin.semantics.identity import Identities
 from twin.semantics.policy import PolicyEngine
 from twin.semantics.services import backends, selected_pods
 
@@ -49,7 +49,7 @@ class ClusterView:
     @cached_property
     def findings(self) -> tuple[Finding, ...]:
         c = self.cluster
-        out: list[Finding] = list(self.allocation.findings) + l2.lease_findings(c)
+        out: list[Finding] = list(self.allocation.findings)
         for pod in c.pods:
             obj, fld = f"Pod {pod.key}", f"metadata.annotations[{bandwidth.EGRESS_ANNOTATION}]"
             if pod.annotation(bandwidth.INGRESS_ANNOTATION) is not None:
@@ -82,20 +82,7 @@ class ClusterView:
             if svc.selector and not selected_pods(c, svc):
                 out.append(warning(f"Service {svc.key}", "spec.selector", "selects no pod: the service has no backends",
                                    svc.origin.file, svc.origin.line))
-        for l2p in c.l2_policies:
-            if l2p.node_selector is not None and not any(selector_matches_labels(l2p.node_selector, dict(n.labels)) for n in c.nodes):
-                out.append(warning(f"CiliumL2AnnouncementPolicy {l2p.name}", "spec.nodeSelector", "selects no node",
-                                   l2p.origin.file, l2p.origin.line))
-        for l2p in c.l2_policies:
-            if l2p.service_selector is not None and not any(
-                    selector_matches_labels(l2p.service_selector, lbipam._service_labels(s)) for s in c.services):
-                out.append(warning(f"CiliumL2AnnouncementPolicy {l2p.name}", "spec.serviceSelector",
-                                   "selects no service: nothing is announced by this policy",
-                                   l2p.origin.file, l2p.origin.line))
-        if c.l2_policies and not c.values.l2.enabled:
-            out.append(warning("values", "l2announcements.enabled",
-                               "CiliumL2AnnouncementPolicy objects exist but L2 announcements are disabled: nothing is announced",
-                               c.values.origin.file, c.values.line("l2announcements.enabled")))
+        out += l2.l2_findings(c, self.allocation, self.announcements)
         return tuple(out)
 
     def all_findings(self) -> tuple[Finding, ...]:
@@ -130,6 +117,8 @@ class ClusterView:
                        "labels": dict(n.labels)} for n in c.nodes],
             "pods": pods,
             "services": services,
+            "l2": l2.l2_summary(c),
+            "pools": [dict(p) for p in self.allocation.pools],
             "identities": {str(k): dict(v.labels) for k, v in sorted(self.ids.infos.items()) if k >= 256},
             "findings": [f.as_dict() for f in self.all_findings()],
         }

@@ -2,28 +2,34 @@
 from __future__ import annotations
 
 import ipaddress
-import re
 
-from twin.model import limits
+from twin.model import limits, schema
 from twin.model.load.context import Ctx
+from twin.model.load.goregex import GoRegexError, go_compile
 from twin.model.load.selectors import parse_selector
 from twin.model.objects import IPBlock, L2AnnouncementPolicy, LBIPPool
 
 
+def field_lines(ctx: Ctx) -> tuple[tuple[str, int], ...]:
+    """(field path, line) for every field of the document (``spec.interfaces[0]``)."""
+    return tuple(sorted((schema.fmt_path(p), ln) for p, ln in ctx.doc.lines.items() if ln is not None and p))
+
+
 def build_l2(ctx: Ctx, data: dict) -> L2AnnouncementPolicy:
     spec = data.get("spec") or {}
-    ifaces = tuple(spec.get("interfaces") or ())
+    ifaces = tuple(str(x) for x in spec.get("interfaces") or ())
     for i, rx in enumerate(ifaces):
         try:
-            re.compile(rx)
-        except re.error as exc:
-            ctx.err(("spec", "interfaces", i), f"not a valid regex {rx!r}: {exc}")
+            go_compile(rx)
+        except GoRegexError as exc:
+            ctx.err(("spec", "interfaces", i), f"{rx[:80]!r} is not a valid Go regexp (Cilium compiles it with "
+                    f"Go's regexp package): {exc}")
     ss = parse_selector(ctx, spec["serviceSelector"], ("spec", "serviceSelector")) if spec.get("serviceSelector") is not None else None
     ns_ = parse_selector(ctx, spec["nodeSelector"], ("spec", "nodeSelector")) if spec.get("nodeSelector") is not None else None
     if not spec.get("externalIPs") and not spec.get("loadBalancerIPs"):
         ctx.warn(("spec",), "neither externalIPs nor loadBalancerIPs is true: this policy announces nothing")
     return L2AnnouncementPolicy(data["metadata"]["name"], ss, ns_, ifaces, bool(spec.get("externalIPs")),
-                                bool(spec.get("loadBalancerIPs")), ctx.origin)
+                                bool(spec.get("loadBalancerIPs")), ctx.origin, field_lines(ctx))
 
 
 def build_pool(ctx: Ctx, data: dict) -> LBIPPool | None:
@@ -71,4 +77,5 @@ def build_pool(ctx: Ctx, data: dict) -> LBIPPool | None:
     if afl not in ("Yes", "No"):
         ctx.err(("spec", "allowFirstLastIPs"), f"must be \"Yes\" or \"No\", got {afl!r}")
     sel = parse_selector(ctx, spec["serviceSelector"], ("spec", "serviceSelector")) if spec.get("serviceSelector") is not None else None
-    return LBIPPool(data["metadata"]["name"], tuple(blocks), afl == "Yes", sel, bool(spec.get("disabled")), ctx.origin)
+    return LBIPPool(data["metadata"]["name"], tuple(blocks), afl == "Yes", sel, bool(spec.get("disabled")), ctx.origin,
+                    field_lines(ctx))

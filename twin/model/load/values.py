@@ -30,12 +30,86 @@ def parse_duration(text: str) -> float:
 VALUES_SCHEMA = {
     "kubeProxyReplacement": "any",
     "bandwidthManager": {"enabled": "bool", "bbr": "bool"},
-    "l2announcements": {"enabled": "bool", "leaseDuration": "str", "leaseRenewDeadline": "str", "leaseRetryPeriod": "str"},
+    "l2announcements": {"enabled": "bool", "leaseDuration": "any", "leaseRenewDeadline": "any", "leaseRetryPeriod": "any"},
     "externalIPs": {"enabled": "bool"},
     "socketLB": {"enabled": "bool", "hostNamespaceOnly": "bool", "terminatePodConnections": "bool"},
-    "k8sClientRateLimit": {"qps": "int", "burst": "int"},
+    "k8sClientRateLimit": {"qps": "any", "burst": "int"},
     "allowLocalhost": "str",
 }
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else text[:20] + "..."
+
+
+def _lease_timing(ctx: Ctx, fld: str, raw, default: float) -> float:
+    """One ``l2announcements`` timing, read as Cilium reads it (viper's ``GetDuration``:
+    a Go duration string; a bare number is nanoseconds)."""
+    path = ("l2announcements", fld)
+    if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+        ctx.err(path, f"must be a Go duration such as 3s or 200ms, got {type(raw).__name__} {_short(raw)}")
+        return default
+    if not isinstance(raw, str) or raw.strip().lstrip("+-").replace(".", "", 1).isdigit():
+        try:
+            num = float(raw)
+        except OverflowError:
+            num = float("inf")
+        if not 0 <= num * 1e-9 <= limits.MAX_DURATION_S:  # also NaN and inf
+            ctx.err(path, f"must be a Go duration such as 3s or 200ms (at most {limits.MAX_DURATION_S:g}s, "
+                    f"MAX_DURATION_S), got {_short(raw)}")
+            return default
+        ctx.warn(path, f"{_short(raw)} has no unit: Cilium reads a bare number as nanoseconds ({num:g}ns); "
+                 "write a unit, e.g. 3s")
+        return num * 1e-9
+    text = raw.strip()
+    if text.startswith("-"):
+        ctx.err(path, f"{_short(text)} is negative: Go parses it, but a negative lease timing makes the elector "
+                "spin without waiting; the twin refuses it")
+        return default
+    try:
+        return parse_duration(text.lstrip("+"))
+    except ValueError as exc:
+        ctx.err(path, str(exc))
+        return default
+
+
+#: client-go's rest.Config defaults, used when qps or burst is 0 (Cilium's defaults too)
+DEFAULT_QPS, DEFAULT_BURST = 5.0, 10
+
+
+def _rate_limit(ctx: Ctx, rate: dict) -> tuple[float, int]:
+    """``k8sClientRateLimit``: Cilium hands qps (a float) and burst to client-go, which
+    uses its defaults (5, 10) for 0 and runs without a rate limiter for qps < 0."""
+    qps, burst = rate.get("qps", DEFAULT_QPS), rate.get("burst", DEFAULT_BURST)
+    if isinstance(qps, bool) or not isinstance(qps, (int, float)) or qps != qps or qps in (float("inf"), float("-inf")):
+        ctx.err(("k8sClientRateLimit", "qps"), f"must be a number of requests per second, got {_short(qps)}")
+        qps = DEFAULT_QPS
+    elif qps < 0:
+        ctx.err(("k8sClientRateLimit", "qps"), f"{_short(qps)} is negative: client-go would run the agent's API client "
+                "without any rate limit, which the twin does not model; use a positive number")
+        qps = DEFAULT_QPS
+    elif qps == 0:
+        ctx.warn(("k8sClientRateLimit", "qps"), f"0 means client-go's default: the agent's API client runs at "
+                 f"{DEFAULT_QPS:g} requests per second")
+        qps = DEFAULT_QPS
+    elif qps > limits.MAX_CLIENT_QPS:
+        ctx.err(("k8sClientRateLimit", "qps"), f"{_short(qps)} is more than the limit of {limits.MAX_CLIENT_QPS} "
+                "(MAX_CLIENT_QPS)")
+        qps = DEFAULT_QPS
+    if not isinstance(burst, int) or isinstance(burst, bool):
+        burst = DEFAULT_BURST  # the schema check reported it
+    elif burst < 0:
+        ctx.err(("k8sClientRateLimit", "burst"), f"must be 0 or more, got {burst}")
+        burst = DEFAULT_BURST
+    elif burst == 0:
+        ctx.warn(("k8sClientRateLimit", "burst"), f"0 means client-go's default burst of {DEFAULT_BURST}")
+        burst = DEFAULT_BURST
+    elif burst > limits.MAX_CLIENT_QPS:
+        ctx.err(("k8sClientRateLimit", "burst"), f"{_short(burst)} is more than the limit of {limits.MAX_CLIENT_QPS} "
+                "(MAX_CLIENT_QPS)")
+        burst = DEFAULT_BURST
+    return float(qps), int(burst)
 
 
 def build_values(doc: Document | None, findings: list) -> Values:
@@ -73,21 +147,8 @@ def build_values(doc: Document | None, findings: list) -> Values:
         if raw is None:
             timings[attr] = default
             continue
-        try:
-            timings[attr] = parse_duration(raw) if isinstance(raw, str) else default
-        except ValueError as exc:
-            ctx.err(("l2announcements", fld), str(exc))
-            timings[attr] = default
-    rate = section("k8sClientRateLimit")
-    qps, burst = rate.get("qps", 5), rate.get("burst", 10)
-    if not isinstance(qps, int) or isinstance(qps, bool) or qps < 1:
-        if "qps" in rate:
-            ctx.err(("k8sClientRateLimit", "qps"), f"must be a positive integer, got {qps!r}")
-        qps = 5
-    if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
-        if "burst" in rate:
-            ctx.err(("k8sClientRateLimit", "burst"), f"must be a positive integer, got {burst!r}")
-        burst = 10
+        timings[attr] = _lease_timing(ctx, fld, raw, default)
+    qps, burst = _rate_limit(ctx, section("k8sClientRateLimit"))
     lines = tuple(sorted((schema.fmt_path(p), ln) for p, ln in doc.lines.items()
                          if ln is not None and all(isinstance(x, str) for x in p)))
     return Values(
