@@ -14,7 +14,7 @@ from l2help import BLUE, HERE, failover_steps, load, run, write_scenario
 from twin.semantics.failover import (DELAY_FIRST_PROBE_S, RETRANS_S, UCAST_SOLICIT, FailoverTiming,
                                      measured_outage)
 from twin.sim import TwinBackend
-from twin.sim.l2 import election_params
+from twin.semantics.l2 import election_params
 
 pytestmark = pytest.mark.sim
 SVC1 = "cilium-l2announce-default-svc1"
@@ -88,7 +88,7 @@ def test_removing_the_label_stops_the_electors_and_the_holder_releases_and_withd
 
 def test_after_the_holder_crashes_the_other_candidate_takes_over_within_the_analytic_bound(crash):
     inputs = load(crash)
-    timing = FailoverTiming(election_params(inputs.cluster))
+    timing = FailoverTiming(election_params(inputs.cluster.values))
     lo, hi = timing.takeover_s()
     for seed in SEEDS:
         obs = TwinBackend(monte_carlo=0).run(inputs, seed)
@@ -155,7 +155,7 @@ def test_agent_kill_leaves_the_old_nodes_responder_answering_and_causes_no_outag
 
 def test_a_partitioned_holder_withdraws_its_responder_after_the_renew_deadline_and_nothing_fails(tmp_path):
     path = write_scenario(tmp_path, "part", failover_steps("partition"), {"request_timeout": "500ms"})
-    params = election_params(load(path).cluster)
+    params = election_params(load(path).cluster.values)
     cycle = FailoverTiming(params).cycle_s
     for seed in range(1, 11):
         obs = run(path, seed)

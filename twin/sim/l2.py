@@ -55,9 +55,9 @@ from twin.model.enums import Direction, Protocol
 from twin.model.observations import ArpObservation, FaultRecord, L2Check, LeaseTransition, RequestRecord
 from twin.model.scenario import Traffic, service_key
 from twin.model.topology import EXTERNAL_HOST_IP
-from twin.semantics.election import ElectionParams, ElectorCore, LeaseRecord, TokenBucket
+from twin.semantics.election import ElectorCore, LeaseRecord, TokenBucket
 from twin.semantics.failover import DELAY_FIRST_PROBE_S, LOCKTIME_S, MCAST_SOLICIT, RETRANS_S, SYN_RTO_S, UCAST_SOLICIT
-from twin.semantics.l2 import effective_lease_timings, lease_name
+from twin.semantics.l2 import election_params, lease_name
 from twin.semantics.lb import choose, frontend
 from twin.semantics.northsouth import north_south_path
 from twin.sim.world import Component, World
@@ -66,12 +66,6 @@ from twin.sim.world import Component, World
 ARPING_INTERVAL_S = 1.0
 #: the kernel redraws ``reachable_time`` from ``base_reachable_time`` every 300 s (neigh_periodic_work)
 REACHABLE_REDRAW_S = 300.0
-
-
-def election_params(cluster) -> ElectionParams:
-    l2, _ = effective_lease_timings(cluster.values.l2)
-    return ElectionParams(l2.lease_duration_s, l2.renew_deadline_s, l2.retry_period_s,
-                          cluster.values.client_qps, cluster.values.client_burst)
 
 
 class Lan:
@@ -264,7 +258,7 @@ class NodeL2(Component):
         super().__init__(l2.world, node)
         self.l2, self.node = l2, node
         cluster = l2.twin.api.cluster
-        self.params = election_params(cluster)
+        self.params = election_params(cluster.values)
         self.bucket = TokenBucket(self.params.qps, self.params.burst, 0.0)
         self.electors: dict[str, Elector] = {}
         self.responder: set[tuple[str, str]] = set()  # (ip, interface)

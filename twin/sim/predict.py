@@ -42,7 +42,7 @@ from twin.semantics.failover import (FailoverTiming, central_interval, measured_
                                      prediction_interval)
 from twin.semantics.lb import lb_table
 from twin.semantics.l2 import lease_name
-from twin.sim.l2 import election_params
+from twin.semantics.l2 import election_params
 
 #: reruns behind each L2 prediction's distribution
 MONTE_CARLO_RUNS = 200
@@ -88,7 +88,7 @@ def l2_predictions(inputs: RunInputs, twin, obs, seed: int, delays: Delays, over
     runs = [_rerun(inputs, derived_seed(seed, k), delays, overrides) for k in range(n)]
     settings = inputs.scenario.settings
     tol = settings.outage_tolerance_s
-    params = election_params(inputs.cluster)
+    params = election_params(inputs.cluster.values)
     preds = []
     faults = sorted(obs.faults, key=lambda f: f.t)
     for f in faults:
