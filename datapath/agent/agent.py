@@ -431,9 +431,9 @@ class NodeAgent:
                 wanted = set(self._wanted or ())
                 held = {lease for lease in self._held if lease in wanted and lease not in self._unprogrammed}
             result = self.host_reconciler.set_leases(held, responder_fault=False)
-            self._programmed = frozenset(held)
-            if result is None:  # no desired state reconciled yet: the leases are remembered
+            if result is None:  # no desired state reconciled yet: the leases are remembered, nothing programmed
                 return ReconcileResult()
+            self._programmed = frozenset(held)
             self._emit({"t": time.monotonic(), "event": "programmed", "lease": None,
                         "detail": {"leases": sorted(held),
                                    "responders_added": [[str(i), n] for i, n in result.responders_added]}})
