@@ -1,6 +1,9 @@
 """The elector process (``python -m datapath.agent.l2announcer``) against a Lease
 endpoint that behaves like Kubernetes (409 on a stale resourceVersion), served
-on loopback by the test (``lease_fake``, a test double)."""
+on loopback by the test (``lease_fake``, a test double); then the real node
+agent (its BPF programs, the host program on the node's ens5, its elector) on
+a namespace LAN, judged by its kernel responder map and by arping from an
+external host."""
 from __future__ import annotations
 
 import json
@@ -243,6 +246,9 @@ class Lan:
     def set_ens5(self, state: str) -> None:
         self.ns(self.node, "ip", "link", "set", "ens5", state)
 
+    def clsact(self, dev: str = "ens5") -> bool:
+        return "clsact" in self.ns(self.node, "tc", "qdisc", "show", "dev", dev).stdout
+
     def host_filters(self) -> str:
         """Every tc filter left on the node's ens5 (ingress and egress)."""
         return "".join(self.ns(self.node, "tc", "filter", "show", "dev", "ens5", d, check=False).stdout
@@ -286,6 +292,7 @@ def agents(lan):
     def start(api_ip: str = API_IP, fault: bool = False):
         events: list[dict] = []
         store = Store()
+        # the netns by name (as NodeDatapath takes it): the elector's nsenter needs the agent to make it a path
         agent = NodeAgent(NodeHost(NODE, lan.node, lan.lxc.__getitem__, None), store, socket_lb=False,
                           l2=L2Config(f"http://{api_ip}:6443", ElectionParams(LD, RD, RP, 50, 100),
                                       on_event=lambda node, ev: events.append(ev)))
@@ -296,8 +303,13 @@ def agents(lan):
         return agent, store, events
 
     yield start
-    for agent in started:
-        agent.close()
+    errors = []
+    for agent in started:  # every one, even if another's teardown failed
+        try:
+            agent.close()
+        except Exception as exc:
+            errors.append(f"{agent.name}: {exc}")
+    assert not errors, errors
 
 
 def of(events: list[dict], kind: str) -> list[dict]:
@@ -343,13 +355,15 @@ def test_close_releases_the_lease_and_removes_the_host_program(lan, agents):
     agent, store, events = agents()
     assert agent.wait_for(store.publish(seed_cluster()), 30).ok
     holds_and_answers(agent, events)
-    assert "bpf" in lan.host_filters()
+    assert "bpf" in lan.host_filters() and lan.clsact()
     pid = agent.elector_pid
     agent.close()
     assert lan.fake.holder(LEASE) == ""
     assert not os.path.exists(f"/proc/{pid}") or "zombie" not in open(f"/proc/{pid}/status").read().lower()
     assert not agent.l2_status()["elector_alive"]
-    assert lan.host_filters() == "" and agent.datapath is None
+    # the agent created the clsact qdiscs (on ens5 and the pod's lxc): they are gone with its filters
+    assert lan.host_filters() == "" and not lan.clsact() and agent.datapath is None
+    assert not lan.clsact(lan.lxc[f"default/{WEBPOD1[0]}"])
     assert lan.arping(count=1, deadline=2)[0] == 0
 
 
