@@ -190,7 +190,7 @@ import re  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 from conftest import require_kernel  # noqa: E402
-from topology import Topology, sh  # noqa: E402
+from topology import CLIENT, PYTHON, Pod, Topology, sh, start_server  # noqa: E402
 
 from datapath.agent import L2_LEASES, L2Config, NodeAgent, NodeHost, Store  # noqa: E402
 from datapath.agent.agent import AgentError  # noqa: E402
@@ -223,7 +223,11 @@ class Lan:
     node: str
     ext: str
     fake: LeaseFake
-    lxc: dict[str, str]  # pod key -> its device in the node netns
+    pod: Pod  # webpod1, on k8s-w1
+
+    @property
+    def lxc(self) -> dict[str, str]:  # pod key -> its device in the node netns
+        return {f"default/{self.pod.name}": self.pod.lxc}
 
     def ns(self, netns: str, *cmd: str, check: bool = True, timeout: float = 20):
         return sh("ip", "netns", "exec", netns, *cmd, check=check, timeout=timeout)
@@ -278,7 +282,7 @@ def lan():
         sh("ip", "netns", "exec", ext, "sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=1")
         pod = t.add_pod(*WEBPOD1, node=node)  # k8s-w1's pod: the agent attaches its lxc program
         with LeaseFake("0.0.0.0", 6443, netns=f"/run/netns/{api}") as fake:
-            yield Lan(t, api, node, ext, fake, {f"default/{WEBPOD1[0]}": pod.lxc})
+            yield Lan(t, api, node, ext, fake, pod)
     finally:
         t.destroy()
 
@@ -349,6 +353,22 @@ def test_agent_answers_arp_for_a_held_lease_and_withdraws_the_responder_when_cut
     wait_until(lambda: len(of(events, "garp")) == 2, 15, "the lease re-acquired and announced again")
     assert agent.datapath.l2_responders() == {(LB1, "ens5")} and lan.fake.holder(LEASE) == NODE
     assert lan.arping(count=1) == (1, {mac})
+
+
+def test_the_lease_holder_forwards_its_lb_ip_to_the_ready_backend(lan, agents):
+    agent, store, events = agents()
+    store.publish(seed_cluster())
+    # webpod2's node is not on this LAN: only webpod1 (k8s-w1's own pod) is a ready backend
+    assert agent.wait_for(store.set_endpoint_state("default/webpod2", "not-ready"), 30).ok
+    holds_and_answers(agent, events)
+    server = start_server(lan.pod, "tcp", 80)
+    try:
+        out = lan.ns(lan.ext, PYTHON, "-c", CLIENT, "tcp", str(LB1), "80", check=False, timeout=15).stdout
+    finally:
+        server.kill()
+        server.wait()
+    assert out.strip() == "ok:hi"  # answered by webpod1 through the node's host program
+    assert agent.datapath.host_stats()["NS_NEW_LOCAL"] >= 1
 
 
 def test_close_releases_the_lease_and_removes_the_host_program(lan, agents):
