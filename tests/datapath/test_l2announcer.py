@@ -445,6 +445,7 @@ def test_a_failed_gratuitous_arp_is_reported_and_the_responder_stays_programmed(
     assert "Network is down" in failed[0]["detail"]["error"] and not of(events, "garp")
     assert agent.l2_status()["programmed"] == [LEASE] and not agent.l2_status()["errors"]
     assert all(r.ok for r in agent.reports)
+    assert lan.ext_neighbour() == ""  # no gratuitous ARP reached the external host
     # the entry stayed: once the link is up the node answers (nobody re-sends the GARP, as in Cilium)
     lan.set_ens5("up")
     assert agent.datapath.l2_responders() == {(LB1, "ens5")}
