@@ -51,6 +51,7 @@ from datapath.agent.reconcilers import (
 )
 from datapath.agent.store import DesiredState, Watch, WatchSource
 from datapath.agent.tables import ClusterTables, TableCache
+from datapath.attach import netns_path
 from datapath.errors import DatapathError
 from datapath.node import NodeDatapath
 from datapath.reconcile import ReconcileResult
@@ -337,7 +338,8 @@ class NodeAgent:
         else:
             env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
             env["PYTHONPATH"] = os.pathsep.join(p for p in (_REPO_ROOT, env.get("PYTHONPATH", "")) if p)
-            proc = subprocess.Popen(["nsenter", f"--net={self.host.netns}", *argv], cwd=_REPO_ROOT, env=env,
+            # nsenter takes a path; NodeHost.netns may be a name in /run/netns (as NodeDatapath accepts)
+            proc = subprocess.Popen(["nsenter", f"--net={netns_path(self.host.netns)}", *argv], cwd=_REPO_ROOT, env=env,
                                     start_new_session=True, **pipes)  # type: ignore[call-overload]
         self._elector = proc
         self._elector_threads = [
@@ -429,9 +431,9 @@ class NodeAgent:
                 wanted = set(self._wanted or ())
                 held = {lease for lease in self._held if lease in wanted and lease not in self._unprogrammed}
             result = self.host_reconciler.set_leases(held, responder_fault=False)
-            self._programmed = frozenset(held)
-            if result is None:  # no desired state reconciled yet: the leases are remembered
+            if result is None:  # no desired state reconciled yet: the leases are remembered, nothing programmed
                 return ReconcileResult()
+            self._programmed = frozenset(held)
             self._emit({"t": time.monotonic(), "event": "programmed", "lease": None,
                         "detail": {"leases": sorted(held),
                                    "responders_added": [[str(i), n] for i, n in result.responders_added]}})

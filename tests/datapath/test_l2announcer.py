@@ -1,6 +1,9 @@
 """The elector process (``python -m datapath.agent.l2announcer``) against a Lease
 endpoint that behaves like Kubernetes (409 on a stale resourceVersion), served
-on loopback by the test (``lease_fake``, a test double)."""
+on loopback by the test (``lease_fake``, a test double); then the real node
+agent (its BPF programs, the host program on the node's ens5, its elector) on
+a namespace LAN, judged by its kernel responder map and by arping from an
+external host."""
 from __future__ import annotations
 
 import json
@@ -174,25 +177,35 @@ def test_a_lease_dropped_from_the_set_is_released_and_taken_by_the_other_candida
 
 
 # ------------------------------------------------------------------ the node agent's wiring
-# The elector runs in the node's netns and reaches the Lease API over a veth "LAN"
-# (the API served from another netns); ``ip link set ens5 down`` is a real partition.
-# The host program (responder map, GARP: helper bpfhost's reconcile_host/send_garp)
-# is not on this branch: a recording double stands in for it here.
+# The real agent (NodeAgent.start(): its bcc programs, the host program on the
+# node's ens5, its elector process) in a node namespace on a bridged LAN with the
+# Lease API's namespace and an external host; the API's namespace is also reached
+# over a second link, mgmt0 (the backup path of l2-nic-down).  ``ip link set ens5
+# down`` on the node is a real partition from the API on the LAN; outcomes are read
+# from the kernel (the node's responder map) and from the wire (arping from the
+# external host, its neighbour table).
 
-import types  # noqa: E402
+import ipaddress  # noqa: E402
+import re  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
-from topology import Topology  # noqa: E402
+from conftest import require_kernel  # noqa: E402
+from topology import CLIENT, PYTHON, Pod, Topology, sh, start_server  # noqa: E402
 
-from datapath.agent import L2Config, NodeAgent, Store  # noqa: E402
-from datapath.agent import reconcilers as reconcilers_mod  # noqa: E402
+from datapath.agent import L2_LEASES, L2Config, NodeAgent, NodeHost, Store  # noqa: E402
 from datapath.agent.agent import AgentError  # noqa: E402
 from twin.model.build import build_cluster  # noqa: E402
 from twin.model.yamlsrc import Source  # noqa: E402
 from twin.semantics.election import ElectionParams  # noqa: E402
 
 SEED = REPO / "examples"
-API_IP, NODE_IP = "192.168.77.250", "192.168.77.11"
+NODE = "k8s-w1"
+# the seed cluster's addresses: k8s-w1 on the LAN, webpod1 its local pod
+API_IP, NODE_IP, EXT_IP = "192.168.10.250", "192.168.10.101", "192.168.10.200"
+API_BACKUP_IP, NODE_BACKUP_IP = "192.168.30.250", "192.168.30.101"
+WEBPOD1 = ("webpod1", "172.16.1.10")
 LEASE = "cilium-l2announce-default-svc1"
+LB1 = ipaddress.IPv4Address("10.10.200.1")  # svc1's LB IP (pool 10.10.200.0/29, first and last excluded)
 
 
 def seed_cluster(blue: bool = True):
@@ -203,181 +216,237 @@ def seed_cluster(blue: bool = True):
                          Source("values.yaml", (SEED / "values" / "seed.yaml").read_text()))
 
 
-class HostDouble:
-    """Stands in for bpfhost's reconcile_host / send_garp: records what the agent asked."""
+@dataclass
+class Lan:
+    topo: Topology
+    api: str  # netns names
+    node: str
+    ext: str
+    fake: LeaseFake
+    pod: Pod  # webpod1, on k8s-w1
 
-    def __init__(self) -> None:
-        self.calls: list[tuple[str, frozenset, bool]] = []
-        self.garps: list[tuple[str, str, str]] = []
-        self._programmed: set[str] = set()
-        self.garp_error: str | None = None  # set: send_garp fails as on a downed interface
+    @property
+    def lxc(self) -> dict[str, str]:  # pod key -> its device in the node netns
+        return {f"default/{self.pod.name}": self.pod.lxc}
 
-    def reconcile_host(self, datapath, view, node, held_leases, responder_fault):
-        self.calls.append((node, frozenset(held_leases), responder_fault))
-        anns = {a.lease: a for a in view.announcements.values()}
-        added = [(ip, ifname) for lease in sorted(set(held_leases) - self._programmed)
-                 for ip in anns[lease].ips for ifname in anns[lease].interfaces[node]]
-        self._programmed = set(held_leases)
-        return {"responders_added": added}
+    def ns(self, netns: str, *cmd: str, check: bool = True, timeout: float = 20):
+        return sh("ip", "netns", "exec", netns, *cmd, check=check, timeout=timeout)
 
-    def send_garp(self, netns, ifname, ip):
-        if self.garp_error:
-            from datapath.errors import DatapathError
-            raise DatapathError(self.garp_error)
-        self.garps.append((netns, ifname, ip))
+    @property
+    def node_mac(self) -> str:
+        return str(json.loads(self.ns(self.node, "ip", "-j", "link", "show", "ens5").stdout)[0]["address"])
 
+    def arping(self, ip=LB1, count: int = 2, deadline: int = 4) -> tuple[int, set[str]]:
+        """(replies received, MACs that replied) to ``count`` ARP requests from the external host."""
+        out = self.ns(self.ext, "arping", "-c", str(count), "-w", str(deadline), "-I", "eth0", str(ip),
+                      check=False, timeout=deadline + 10).stdout
+        received = re.search(r"Received (\d+) response", out)
+        assert received, f"arping printed no summary: {out!r}"
+        return int(received.group(1)), {m.lower() for m in re.findall(r"reply from \S+ \[([0-9A-Fa-f:]+)\]", out)}
 
-class _NoMaps:
-    """The agent's datapath slot: this test loads no BPF (the double programs nothing)."""
+    def ext_neighbour(self, ip=LB1) -> str:
+        return self.ns(self.ext, "ip", "neigh", "show", str(ip), "dev", "eth0").stdout.strip()
 
-    def close(self) -> None:
-        pass
+    def set_ens5(self, state: str) -> None:
+        self.ns(self.node, "ip", "link", "set", "ens5", state)
+
+    def clsact(self, dev: str = "ens5") -> bool:
+        return "clsact" in self.ns(self.node, "tc", "qdisc", "show", "dev", dev).stdout
+
+    def host_filters(self) -> str:
+        """Every tc filter left on the node's ens5 (ingress and egress)."""
+        return "".join(self.ns(self.node, "tc", "filter", "show", "dev", "ens5", d, check=False).stdout
+                       for d in ("ingress", "egress"))
 
 
 @pytest.fixture
 def lan():
-    if os.geteuid() != 0:
-        pytest.skip("needs root: creates network namespaces")
+    require_kernel()
     t = Topology()
     try:
-        api_ns, node_ns = t.add_node("api"), t.add_node("w1")
-        t.link_nodes(api_ns, API_IP, node_ns, NODE_IP)
-        with LeaseFake(API_IP, 6443, netns=f"/run/netns/{api_ns}") as fake:
-            yield t, fake, node_ns
+        br, api, node, ext = t.add_node("lan"), t.add_node("api"), t.add_node("w1"), t.add_node("ext")
+        sh("ip", "netns", "exec", br, "ip", "link", "add", "br0", "type", "bridge")
+        sh("ip", "netns", "exec", br, "ip", "link", "set", "br0", "up")
+        for i, (netns, dev, ip) in enumerate([(api, "eth0", API_IP), (node, "ens5", NODE_IP), (ext, "eth0", EXT_IP)]):
+            sh("ip", "link", "add", dev, "netns", netns, "type", "veth", "peer", "name", f"p{i}", "netns", br)
+            sh("ip", "netns", "exec", br, "ip", "link", "set", f"p{i}", "master", "br0", "up")
+            sh("ip", "netns", "exec", netns, "ip", "addr", "add", f"{ip}/24", "dev", dev)
+            sh("ip", "netns", "exec", netns, "ip", "link", "set", dev, "up")
+        # the backup path node <-> API (192.168.30.0/24, mgmt0), off the LAN
+        sh("ip", "link", "add", "mgmt0", "netns", node, "type", "veth", "peer", "name", "mgmt0", "netns", api)
+        for netns, ip in ((node, NODE_BACKUP_IP), (api, API_BACKUP_IP)):
+            sh("ip", "netns", "exec", netns, "ip", "addr", "add", f"{ip}/24", "dev", "mgmt0")
+            sh("ip", "netns", "exec", netns, "ip", "link", "set", "mgmt0", "up")
+        # the external host ARPs for LB IPs on-link and takes gratuitous ARP
+        sh("ip", "netns", "exec", ext, "ip", "route", "add", "10.10.200.0/29", "dev", "eth0")
+        sh("ip", "netns", "exec", ext, "sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=1")
+        pod = t.add_pod(*WEBPOD1, node=node)  # k8s-w1's pod: the agent attaches its lxc program
+        with LeaseFake("0.0.0.0", 6443, netns=f"/run/netns/{api}") as fake:
+            yield Lan(t, api, node, ext, fake, pod)
     finally:
         t.destroy()
 
 
 @pytest.fixture
-def host(monkeypatch):
-    double = HostDouble()
-    monkeypatch.setattr(reconcilers_mod, "reconcile_host", double.reconcile_host, raising=False)
-    monkeypatch.setitem(sys.modules, "datapath.garp", types.SimpleNamespace(send_garp=double.send_garp))
-    return double
+def agents(lan):
+    """``start(api_ip=API_IP) -> (agent, store, events)``: a real NodeAgent for k8s-w1
+    (its programs loaded, started); every agent started is closed afterwards."""
+    started: list[NodeAgent] = []
+
+    def start(api_ip: str = API_IP, fault: bool = False):
+        events: list[dict] = []
+        store = Store()
+        # the netns by name (as NodeDatapath takes it): the elector's nsenter needs the agent to make it a path
+        agent = NodeAgent(NodeHost(NODE, lan.node, lan.lxc.__getitem__, None), store, socket_lb=False,
+                          l2=L2Config(f"http://{api_ip}:6443", ElectionParams(LD, RD, RP, 50, 100),
+                                      on_event=lambda node, ev: events.append(ev)))
+        started.append(agent)
+        agent.start()
+        if fault:
+            agent.inject_responder_fault()
+        return agent, store, events
+
+    yield start
+    errors = []
+    for agent in started:  # every one, even if another's teardown failed
+        try:
+            agent.close()
+        except Exception as exc:
+            errors.append(f"{agent.name}: {exc}")
+    assert not errors, errors
 
 
-def make_agent(node_ns: str, events: list):
-    store = Store()
-    agent = NodeAgent(_host(node_ns), store,
-                      l2=L2Config(f"http://{API_IP}:6443", ElectionParams(LD, RD, RP, 50, 100),
-                                  on_event=lambda node, ev: events.append(ev)))
-    agent.datapath = _NoMaps()  # type: ignore[assignment]
-    agent.start_watching()
-    return agent, store
+def of(events: list[dict], kind: str) -> list[dict]:
+    return [e for e in list(events) if e["event"] == kind]
 
 
-def _host(node_ns: str):
-    from datapath.agent import NodeHost
-    return NodeHost("k8s-w1", f"/run/netns/{node_ns}", lambda key: "unused")
+def holds_and_answers(agent: NodeAgent, events: list[dict]) -> None:
+    """Wait until the agent holds svc1's lease, its responder entry is in the kernel
+    map and the gratuitous ARP for it was sent (or failed)."""
+    wait_until(lambda: LEASE in agent.l2_status()["held"], 15, "k8s-w1 holds svc1's lease")
+    wait_until(lambda: agent.datapath.l2_responders() == {(LB1, "ens5")}, 5, "svc1's responder entry on ens5")
+    wait_until(lambda: of(events, "garp") or of(events, "garp-failed"), 5, "a gratuitous ARP for svc1's IP")
 
 
-def test_agent_programs_and_garps_a_held_lease_and_withdraws_it_when_cut_off_from_the_api(lan, host):
-    topo, fake, node_ns = lan
-    events: list = []
-    agent, store = make_agent(node_ns, events)
+def test_agent_answers_arp_for_a_held_lease_and_withdraws_the_responder_when_cut_off(lan, agents):
+    agent, store, events = agents()
+    assert agent.wait_for(store.publish(seed_cluster()), 30).ok
+    holds_and_answers(agent, events)
+    assert lan.fake.holder(LEASE) == NODE
+    assert [e["detail"] for e in of(events, "garp")] == [{"ip": str(LB1), "ifname": "ens5"}]
+    assert not of(events, "garp-failed")
+    mac = lan.node_mac
+    # the external host learnt the MAC from the gratuitous ARP (arp_accept=1), before asking
+    wait_until(lambda: f"lladdr {mac}" in lan.ext_neighbour(), 5, "the external host's neighbour entry")
+    assert lan.arping(count=2) == (2, {mac})
+    assert agent.l2_status()["programmed"] == [LEASE]
+
+    cut = time.monotonic()
+    lan.set_ens5("down")
+    wait_until(lambda: LEASE not in agent.l2_status()["held"], RD + 5, "the lease lost after the partition")
+    lost = of(events, "lost")
+    assert lost and "renew deadline" in lost[0]["detail"]["reason"] and lost[0]["t"] >= cut
+    wait_until(lambda: agent.datapath.l2_responders() == set(), 5, "the responder entry withdrawn")
+    assert agent.l2_status()["elector_alive"] and agent.l2_status()["programmed"] == []
+    # the link is back: the node, a candidate again, re-acquires, reprograms and re-announces
+    lan.set_ens5("up")
+    wait_until(lambda: len(of(events, "garp")) == 2, 15, "the lease re-acquired and announced again")
+    assert agent.datapath.l2_responders() == {(LB1, "ens5")} and lan.fake.holder(LEASE) == NODE
+    assert lan.arping(count=1) == (1, {mac})
+
+
+def test_the_lease_holder_forwards_its_lb_ip_to_the_ready_backend(lan, agents):
+    agent, store, events = agents()
+    store.publish(seed_cluster())
+    # webpod2's node is not on this LAN: only webpod1 (k8s-w1's own pod) is a ready backend
+    assert agent.wait_for(store.set_endpoint_state("default/webpod2", "not-ready"), 30).ok
+    holds_and_answers(agent, events)
+    server = start_server(lan.pod, "tcp", 80)
     try:
-        assert agent.wait_for(store.publish(seed_cluster()), 30).ok
-        wait_until(lambda: LEASE in agent.l2_status()["held"], 15, "k8s-w1 holds svc1's lease")
-        assert fake.holder(LEASE) == "k8s-w1"
-        wait_until(lambda: host.garps, 5, "a gratuitous ARP for svc1's IP")
-        assert host.garps == [(f"/run/netns/{node_ns}", "ens5", "10.10.200.1")]
-        assert host.calls[-1] == ("k8s-w1", frozenset({LEASE}), False)
-        assert agent.l2_status()["programmed"] == [LEASE]
-        cut = time.monotonic()
-        subprocess.run(["ip", "netns", "exec", node_ns, "ip", "link", "set", "ens5", "down"], check=True)
-        wait_until(lambda: LEASE not in agent.l2_status()["held"], RD + 5, "the lease lost after the partition")
-        lost = [e for e in events if e["event"] == "lost"]
-        assert lost and "renew deadline" in lost[0]["detail"]["reason"] and lost[0]["t"] >= cut
-        wait_until(lambda: host.calls[-1][1] == frozenset(), 5, "the responder withdrawn")
-        assert agent.l2_status()["elector_alive"]
+        out = lan.ns(lan.ext, PYTHON, "-c", CLIENT, "tcp", str(LB1), "80", check=False, timeout=15).stdout
     finally:
-        agent.close()
+        server.kill()
+        server.wait()
+    assert out.strip() == "ok:hi"  # answered by webpod1 through the node's host program
+    assert agent.datapath.host_stats()["NS_NEW_LOCAL"] >= 1
 
 
-def test_close_stops_the_elector_which_releases_its_lease(lan, host):
-    topo, fake, node_ns = lan
-    agent, store = make_agent(node_ns, [])
-    try:
-        agent.wait_for(store.publish(seed_cluster()), 30)
-        wait_until(lambda: LEASE in agent.l2_status()["held"], 15, "k8s-w1 holds svc1's lease")
-        pid = agent.elector_pid
-    finally:
-        agent.close()
-    assert fake.holder(LEASE) == ""
+def test_close_releases_the_lease_and_removes_the_host_program(lan, agents):
+    agent, store, events = agents()
+    assert agent.wait_for(store.publish(seed_cluster()), 30).ok
+    holds_and_answers(agent, events)
+    assert "bpf" in lan.host_filters() and lan.clsact()
+    pid = agent.elector_pid
+    agent.close()
+    assert lan.fake.holder(LEASE) == ""
     assert not os.path.exists(f"/proc/{pid}") or "zombie" not in open(f"/proc/{pid}/status").read().lower()
     assert not agent.l2_status()["elector_alive"]
+    # the agent created the clsact qdiscs (on ens5 and the pod's lxc): they are gone with its filters
+    assert lan.host_filters() == "" and not lan.clsact() and agent.datapath is None
+    assert not lan.clsact(lan.lxc[f"default/{WEBPOD1[0]}"])
+    assert lan.arping(count=1, deadline=2)[0] == 0
 
 
-def test_agent_kill_stops_renewals_but_leaves_the_programming(lan, host):
-    topo, fake, node_ns = lan
-    agent, store = make_agent(node_ns, [])
-    try:
-        agent.wait_for(store.publish(seed_cluster()), 30)
-        wait_until(lambda: LEASE in agent.l2_status()["held"] and host.garps, 15, "k8s-w1 holds svc1's lease")
-        calls = len(host.calls)
-        killed = agent.kill_agent()
-        status = agent.l2_status()
-        assert not status["elector_alive"] and LEASE in status["held"] and status["killed"] == killed == agent.killed
-        renew = fake.leases[("kube-system", LEASE)]["spec"]["renewTime"]
-        time.sleep(3 * RP)
-        assert fake.leases[("kube-system", LEASE)]["spec"]["renewTime"] == renew  # nobody renews
-        assert fake.holder(LEASE) == "k8s-w1"  # nor released it
-        assert len(host.calls) == calls  # the responder entries stay (no reconcile touched them)
-        with pytest.raises(AgentError, match="killed"):
-            agent.wait_for(store.publish(seed_cluster(blue=False)), 2)
-    finally:
-        agent.close()
+def test_agent_kill_stops_renewals_and_the_node_keeps_answering_from_its_maps(lan, agents):
+    agent, store, events = agents()
+    assert agent.wait_for(store.publish(seed_cluster()), 30).ok
+    holds_and_answers(agent, events)
+    killed = agent.kill_agent()
+    status = agent.l2_status()
+    assert not status["elector_alive"] and LEASE in status["held"] and status["killed"] == killed == agent.killed
+    renew = lan.fake.leases[("kube-system", LEASE)]["spec"]["renewTime"]
+    time.sleep(3 * RP)
+    assert lan.fake.leases[("kube-system", LEASE)]["spec"]["renewTime"] == renew  # nobody renews
+    assert lan.fake.holder(LEASE) == NODE  # nor released it
+    # the datapath outlives its agent: the entry stays in the kernel map and answers
+    assert agent.datapath.l2_responders() == {(LB1, "ens5")}
+    assert lan.arping(count=1) == (1, {lan.node_mac})
+    with pytest.raises(AgentError, match="killed"):
+        agent.wait_for(store.publish(seed_cluster(blue=False)), 2)
+    assert agent.datapath.l2_responders() == {(LB1, "ens5")}
 
 
-def test_leases_acquired_after_a_responder_fault_are_not_programmed(lan, host):
-    topo, fake, node_ns = lan
-    agent, store = make_agent(node_ns, [])
-    try:
-        agent.inject_responder_fault()
-        agent.wait_for(store.publish(seed_cluster()), 30)
-        wait_until(lambda: LEASE in agent.l2_status()["held"], 15, "k8s-w1 holds svc1's lease")
-        wait_until(lambda: len(host.calls) >= 2, 5, "the host reconciled after the acquisition")
-        status = agent.l2_status()
-        assert status["responder_fault"] and status["programmed"] == []
-        assert host.calls[-1][1] == frozenset() and not host.garps
-    finally:
-        agent.close()
+def test_a_lease_acquired_after_a_responder_fault_is_held_but_not_answered(lan, agents):
+    agent, store, events = agents(fault=True)
+    assert agent.wait_for(store.publish(seed_cluster()), 30).ok
+    wait_until(lambda: LEASE in agent.l2_status()["held"], 15, "k8s-w1 holds svc1's lease")
+    acquired = of(events, "acquired")[0]["t"]
+    # the host was reprogrammed after the acquisition (a lease-change report), without the entry
+    wait_until(lambda: [r for r in agent.reports if r.changed == {L2_LEASES} and r.started >= acquired], 5,
+               "the agent reprograms the host after the acquisition")
+    assert all(r.ok for r in agent.reports)
+    status = agent.l2_status()
+    assert status["responder_fault"] and status["programmed"] == [] and lan.fake.holder(LEASE) == NODE
+    assert agent.datapath.l2_responders() == set()
+    assert not of(events, "garp") and not of(events, "garp-failed")
+    assert lan.arping(count=1, deadline=2)[0] == 0
 
 
-def test_a_service_no_longer_announced_is_released(lan, host):
-    topo, fake, node_ns = lan
-    agent, store = make_agent(node_ns, [])
-    try:
-        agent.wait_for(store.publish(seed_cluster()), 30)
-        wait_until(lambda: LEASE in agent.l2_status()["held"], 15, "k8s-w1 holds svc1's lease")
-        agent.wait_for(store.publish(seed_cluster(blue=False)), 30)
-        wait_until(lambda: not agent.l2_status()["held"], 5, "the lease released")
-        assert fake.holder(LEASE) == "" and agent.l2_status()["wanted"] == []
-        assert host.calls[-1][1] == frozenset()
-    finally:
-        agent.close()
+def test_a_service_no_longer_announced_is_released_and_its_responder_withdrawn(lan, agents):
+    agent, store, events = agents()
+    assert agent.wait_for(store.publish(seed_cluster()), 30).ok
+    holds_and_answers(agent, events)
+    assert agent.wait_for(store.publish(seed_cluster(blue=False)), 30).ok
+    wait_until(lambda: not agent.l2_status()["held"], 5, "the lease released")
+    assert lan.fake.holder(LEASE) == "" and agent.l2_status()["wanted"] == []
+    assert [e["detail"]["reason"] for e in of(events, "lost")] == ["released"]
+    assert agent.datapath.l2_responders() == set()
+    assert lan.arping(count=1, deadline=2)[0] == 0
 
 
-def test_without_the_host_program_the_agent_reports_a_clear_error(lan, monkeypatch):
-    topo, fake, node_ns = lan
-    monkeypatch.delattr(reconcilers_mod, "reconcile_host", raising=False)
-    agent, store = make_agent(node_ns, [])
-    try:
-        report = agent.wait_for(store.publish(seed_cluster()), 30)
-        assert not report.ok and "reconcile_host" in report.error
-    finally:
-        agent.close()
-
-
-def test_a_failed_gratuitous_arp_is_reported_and_the_responder_stays_programmed(lan, host):
-    topo, fake, node_ns = lan
-    events: list = []
-    host.garp_error = "gratuitous ARP for 10.10.200.1 on ens5 failed: [Errno 100] Network is down"
-    agent, store = make_agent(node_ns, events)
-    try:
-        assert agent.wait_for(store.publish(seed_cluster()), 30).ok
-        wait_until(lambda: [e for e in events if e["event"] == "garp-failed"], 15, "the failed GARP reported")
-        assert agent.l2_status()["programmed"] == [LEASE] and not agent.l2_status()["errors"]
-        assert all(r.ok for r in agent.reports)
-    finally:
-        agent.close()
+def test_a_failed_gratuitous_arp_is_reported_and_the_responder_stays_programmed(lan, agents):
+    # ens5 down, the API reached over mgmt0: the lease is taken, the GARP on ens5 cannot go out
+    lan.set_ens5("down")
+    agent, store, events = agents(api_ip=API_BACKUP_IP)
+    assert agent.wait_for(store.publish(seed_cluster()), 30).ok
+    holds_and_answers(agent, events)
+    failed = of(events, "garp-failed")
+    assert [(e["detail"]["ip"], e["detail"]["ifname"]) for e in failed] == [(str(LB1), "ens5")]
+    assert "Network is down" in failed[0]["detail"]["error"] and not of(events, "garp")
+    assert agent.l2_status()["programmed"] == [LEASE] and not agent.l2_status()["errors"]
+    assert all(r.ok for r in agent.reports)
+    assert lan.ext_neighbour() == ""  # no gratuitous ARP reached the external host
+    # the entry stayed: once the link is up the node answers (nobody re-sends the GARP, as in Cilium)
+    lan.set_ens5("up")
+    assert agent.datapath.l2_responders() == {(LB1, "ens5")}
+    assert lan.arping(count=2)[1] == {lan.node_mac}
