@@ -15,6 +15,7 @@ with ``#line`` markers so compiler errors still name the real file and line.
 from __future__ import annotations
 
 import re
+import threading
 from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -124,6 +125,13 @@ def _import_bcc() -> Any:
     return bcc
 
 
+#: bcc compiles with clang/LLVM in-process, which is not safe to run from several
+#: threads at once (the node agents load their host programs from their own threads;
+#: concurrent compiles corrupted the heap).  Every compile, load and cleanup of a bcc
+#: object holds this lock.
+BCC_LOCK = threading.RLock()
+
+
 class _BpfObject:
     """A compiled bcc object: its maps by name, and an idempotent close."""
 
@@ -148,7 +156,8 @@ class _BpfObject:
         if self._closed:
             return
         self._closed = True
-        self._bpf.cleanup()
+        with BCC_LOCK:
+            self._bpf.cleanup()
 
     def __enter__(self):
         return self
@@ -161,6 +170,10 @@ class NodeProgram(_BpfObject):
     """One compiled bpf_lxc object: its two tc programs and its maps."""
 
     def __init__(self, extra_cflags: Sequence[str] = ()) -> None:
+        with BCC_LOCK:
+            self._init(extra_cflags)
+
+    def _init(self, extra_cflags: Sequence[str]) -> None:
         kernel_source = _check_kernel_source()
         bcc = _import_bcc()
         cflags = [f"-I{BPF_DIR}", *bpf_cflags(), *extra_cflags]
@@ -187,6 +200,10 @@ class SockProgram(_BpfObject):
     """
 
     def __init__(self, extra_cflags: Sequence[str] = ()) -> None:
+        with BCC_LOCK:
+            self._init(extra_cflags)
+
+    def _init(self, extra_cflags: Sequence[str]) -> None:
         kernel_source = _check_kernel_source()
         bcc = _import_bcc()
         cflags = [f"-I{BPF_DIR}", *sock_cflags(), *extra_cflags]
@@ -240,6 +257,10 @@ class HostProgram(_BpfObject):
     ``ns_nat``, ``ns_remote_backends``)."""
 
     def __init__(self, extra_cflags: Sequence[str] = ()) -> None:
+        with BCC_LOCK:
+            self._init(extra_cflags)
+
+    def _init(self, extra_cflags: Sequence[str]) -> None:
         kernel_source = _check_kernel_source()
         bcc = _import_bcc()
         cflags = [f"-I{BPF_DIR}", *host_cflags(), *extra_cflags]
