@@ -14,9 +14,19 @@
 #include "lib/l2_responder.h"
 #include "lib/nodeport.h"
 
+/* A physical NIC drops unicast frames for another MAC in hardware, so Cilium's
+ * from-netdev program never sees them.  A veth delivers every frame and marks
+ * those PACKET_OTHERHOST (a bridge floods unknown unicast, e.g. to a node that
+ * crashed): leave them to the kernel, which drops them, as the NIC would. */
+#define HOST_PACKET_OTHERHOST 3
+
 int from_netdev(struct __sk_buff *skb)
 {
-	int ret = l2_respond(skb);
+	int ret;
+
+	if (skb->pkt_type == HOST_PACKET_OTHERHOST)
+		return HOST_PASS;
+	ret = l2_respond(skb);
 
 	if (ret != HOST_PASS)
 		return ret;
