@@ -159,20 +159,21 @@ def prediction_lines(result: dict) -> list[str]:
             parts = []
             for name, obs in observations.items():
                 if p["kind"] == "lease-transitions":
+                    # the Lease's own leaseTransitions (holder changes after the first acquisition),
+                    # which is what the twin predicts; the holder records are shown beside it
                     recs = [r for r in obs.get("leases") or [] if lease == "*" or r.get("lease") == lease]
-                    n = len(recs)
-                    last = {}
+                    last: dict = {}
                     for r in recs:
                         last[r["lease"]] = max(last.get(r["lease"], 0), int(r.get("transitions", 0)))
-                    if sum(last.values()) != n:  # Kubernetes' counter leaves out each first acquisition
-                        parts.append(f"{name} counted {n} {'inside' if _inside(n, lo, hi) else 'OUTSIDE'} "
-                                     f"(leaseTransitions {sum(last.values())})")
-                        continue
+                    n = sum(last.values())
+                    parts.append(f"{name} counted {n} {'inside' if _inside(n, lo, hi) else 'OUTSIDE'} "
+                                 f"({len(recs)} holder record(s))")
+                    continue
                 else:
                     n = sum(1 for e in obs.get("events") or []
                             if e.get("event") == "lease-lost" and (lease == "*" or e.get("lease") == lease))
                 parts.append(f"{name} counted {n} {'inside' if _inside(n, lo, hi) else 'OUTSIDE'}")
-            what = "holder records" if p["kind"] == "lease-transitions" else "leaderships lost"
+            what = "lease transitions" if p["kind"] == "lease-transitions" else "leaderships lost"
             of = "all leases" if lease == "*" else lease
             out.append(f"  {what} of {of}: twin predicts {lo}–{hi}" + ("; " + "; ".join(parts) if parts else ""))
     return out
