@@ -1,0 +1,260 @@
+"""L2 announcements and lease failover on the harness side.
+
+Two tiers in one file:
+
+* ``pure``: what the real side's records become (audit log → lease transitions,
+  ARP watch → gratuitous ARPs, the consistency check), the one outage definition,
+  the two-sample test, and the runner's L2 diff on given observations (both
+  backends replaced by stand-ins that report fixed observations);
+* ``harness``: the six L2 scenarios on both backends (root, bcc, Mininet, etcd).
+"""
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from harness import runner
+from harness.analysis import failover_outage, holder_at, ks_2samp
+from harness.real import arping_observation, garp_observations, lease_transitions, real_unavailable_reason
+from harness.realcluster import L2Consistency
+from twin.model.observations import (ArpObservation, FaultRecord, L2Check, LeaseTransition, Observations,
+                                     RequestRecord)
+
+ROOT = Path(__file__).resolve().parents[2]
+LEASE = "cilium-l2announce-default-svc1"
+RESPONDER = str(ROOT / "scenarios/l2-responder-missing.yaml")
+pure = pytest.mark.pure
+
+
+def _write(t, holder, verb="update", lease=LEASE, transitions=0):
+    return {"t": t, "verb": verb, "namespace": "kube-system", "lease": lease, "holder": holder,
+            "previous_holder": None, "transitions": transitions, "resourceVersion": str(int(t * 1000))}
+
+
+@pure
+def test_audit_log_renewals_are_not_transitions_and_a_takeover_is_numbered_per_lease_on_the_run_clock():
+    log = [_write(100.0, "k8s-w1", "create"), _write(100.2, "k8s-w1"), _write(100.4, "k8s-w1"),
+           _write(104.0, "k8s-w2", transitions=1), _write(104.2, "k8s-w2"),
+           _write(101.0, "k8s-w2", "create", lease="other")]
+    got = lease_transitions(log, t0=99.0)
+    mine = [x for x in got if x.lease == LEASE]
+    assert [(x.index, x.holder, x.previous, x.t) for x in mine] == [(0, "k8s-w1", None, 1.0), (1, "k8s-w2", "k8s-w1", 5.0)]
+    assert mine[1].transitions == 1
+    assert [(x.lease, x.index) for x in got if x.lease == "other"] == [("other", 0)]
+
+
+@pure
+def test_a_release_is_not_a_transition_but_the_acquisition_after_it_is():
+    log = [_write(1.0, "k8s-w1", "create"), _write(2.0, ""), _write(3.0, "k8s-w1")]
+    assert [(x.index, x.holder, x.previous) for x in lease_transitions(log, 0.0)] == [(0, "k8s-w1", None), (1, "k8s-w1", None)]
+
+
+@pure
+def test_only_gratuitous_arp_for_announced_ips_is_recorded_with_the_senders_node():
+    events = [{"t": 10.5, "op": 1, "sip": "10.10.200.1", "tip": "10.10.200.1", "sha": "AA:00:00:00:00:02"},
+              {"t": 10.6, "op": 1, "sip": "192.168.10.101", "tip": "192.168.10.200", "sha": "aa:00:00:00:00:02"},
+              {"t": 10.7, "op": 2, "sip": "192.168.10.102", "tip": "192.168.10.102", "sha": "aa:00:00:00:00:03"},
+              {"t": 11.0, "op": 2, "sip": "10.10.200.1", "tip": "10.10.200.1", "sha": "aa:00:00:00:00:03"}]
+    got = garp_observations(events, 10.0, {"aa:00:00:00:00:02": "k8s-w1", "aa:00:00:00:00:03": "k8s-w2"}, {"10.10.200.1"})
+    assert [(g.key, g.nodes, g.t) for g in got] == [("garp 10.10.200.1#0", ("k8s-w1",), 0.5),
+                                                     ("garp 10.10.200.1#1", ("k8s-w2",), 1.0)]
+
+
+@pure
+def test_arping_replies_keep_arrival_order_and_an_unknown_mac_stays_a_mac():
+    a = arping_observation("a", 3, "10.10.200.1", 2.0, [(0.2, "aa:00:00:00:00:09"), (0.1, "AA:00:00:00:00:02")],
+                           {"aa:00:00:00:00:02": "k8s-w1"})
+    assert a.nodes == ("k8s-w1", "aa:00:00:00:00:09") and a.key == "a@3" and a.kind == "arping"
+
+
+def _rows(times_outcomes, loop="client"):
+    return [RequestRecord(loop, i, t, "default/svc1", "10.10.200.1:80", None, o) for i, (t, o) in enumerate(times_outcomes)]
+
+
+@pure
+def test_outage_runs_from_the_first_failure_after_the_fault_to_the_first_answer_after_the_last_failure():
+    rows = _rows([(1.0, "answered"), (2.0, "answered"), (2.1, "timeout"), (2.5, "answered"), (2.9, "timeout"),
+                  (3.3, "timeout"), (3.7, "answered"), (3.8, "answered")])
+    o = failover_outage(rows, "client", 2.05)
+    assert o["outage_s"] == pytest.approx(1.6) and o["failures"] == 3 and not o["persisting"]
+    assert o["first_failure_s"] == pytest.approx(0.05) and o["recovered_s"] == pytest.approx(1.65)
+    assert failover_outage(_rows([(1.0, "answered"), (3.0, "answered")]), "client", 2.0)["outage_s"] == 0.0
+
+
+@pure
+def test_an_outage_that_outlasts_the_loop_is_persisting_with_a_lower_bound():
+    o = failover_outage(_rows([(1.0, "answered"), (2.0, "timeout"), (2.3, "timeout"), (2.6, "EHOSTUNREACH")]), "client", 1.5)
+    assert o["persisting"] and o["outage_s"] == pytest.approx(0.6) and o["recovered_s"] is None
+
+
+@pure
+def test_holder_at_a_time_is_the_last_transition_before_it():
+    xs = [LeaseTransition(LEASE, 0, 1.0, "k8s-w1"), LeaseTransition(LEASE, 1, 5.0, "k8s-w2", "k8s-w1")]
+    assert [holder_at(xs, LEASE, t) for t in (0.5, 1.0, 4.9, 5.0, 9.0)] == [None, "k8s-w1", "k8s-w1", "k8s-w2", "k8s-w2"]
+
+
+@pure
+def test_two_sample_ks_separates_shifted_samples_and_accepts_same_distribution():
+    rng = random.Random(7)
+    a = [rng.uniform(2, 3) for _ in range(40)]
+    same = ks_2samp(a, [rng.uniform(2, 3) for _ in range(400)])
+    shifted = ks_2samp(a, [rng.uniform(2.6, 3.6) for _ in range(400)])
+    assert same["p_value"] > 0.01 and shifted["p_value"] < 1e-6
+    assert ks_2samp([1.0, 2.0], [1.0, 2.0])["statistic"] == 0.0
+
+
+LEASES = {LEASE: {"ips": {"10.10.200.1"}, "interfaces": {"k8s-w1": ("ens5",), "k8s-w2": ("ens5",)}}}
+
+
+def _status(node, held=True, alive=True):
+    return {node: {"held": {LEASE: 1.0} if held else {}, "elector_alive": alive, "responder_fault": False}}
+
+
+@pure
+def test_consistency_check_reports_a_held_lease_without_responder_once_it_outlasts_the_grace():
+    c = L2Consistency(grace_s=0.5)
+    for now in (10.0, 10.2, 10.4, 10.6):
+        c.observe(now, {LEASE: "k8s-w1"}, _status("k8s-w1"), {"k8s-w1": set()}, {"k8s-w1": {"ens5": True}}, LEASES)
+    [chk] = c.checks(t0=9.0)
+    assert (chk.problem, chk.lease, chk.node, chk.since, chk.interface) == ("responder-missing", LEASE, "k8s-w1", 1.0, None)
+
+
+@pure
+def test_consistency_check_ignores_the_short_window_between_winning_and_programming_and_lost_leases():
+    c = L2Consistency(grace_s=0.5)
+    c.observe(10.0, {LEASE: "k8s-w1"}, _status("k8s-w1"), {"k8s-w1": set()}, {}, LEASES)
+    c.observe(10.2, {LEASE: "k8s-w1"}, _status("k8s-w1"), {"k8s-w1": {("10.10.200.1", "ens5")}}, {}, LEASES)
+    # the API still names a partitioned holder whose agent already gave the lease up: not a missing responder
+    for now in (11.0, 11.5, 12.0):
+        c.observe(now, {LEASE: "k8s-w1"}, _status("k8s-w1", held=False), {"k8s-w1": set()}, {}, LEASES)
+    # a crashed node's dead elector says nothing either
+    for now in (13.0, 13.5, 14.0):
+        c.observe(now, {LEASE: "k8s-w1"}, _status("k8s-w1", alive=False), {"k8s-w1": set()}, {}, LEASES)
+    assert c.checks(0.0) == []
+
+
+@pure
+def test_consistency_check_reports_a_down_interface_of_a_renewing_holder_with_its_name():
+    c = L2Consistency(grace_s=0.5)
+    for now in (5.0, 5.3, 5.6):
+        c.observe(now, {LEASE: "k8s-w2"}, _status("k8s-w2"), {"k8s-w2": {("10.10.200.1", "ens5")}},
+                  {"k8s-w2": {"ens5": False}}, LEASES)
+    [chk] = c.checks(0.0)
+    assert (chk.problem, chk.node, chk.interface, chk.since) == ("interface-down", "k8s-w2", "ens5", 5.0)
+
+
+class _Fixed:
+    """A backend that reports fixed observations."""
+
+    def __init__(self, name, obs):
+        self.name, self.obs = name, obs
+
+    def unavailable_reason(self):
+        return None
+
+    def run(self, inputs, seed):
+        return self.obs
+
+
+def _responder_missing_obs(name, holder, check_node, arp_nodes=()):
+    o = Observations(name)
+    o.faults = [FaultRecord(0.01, "responder-missing", "k8s-w1", 0), FaultRecord(0.02, "responder-missing", "k8s-w2", 1)]
+    o.leases = [LeaseTransition(LEASE, 0, 0.1, holder)]
+    o.arp = [ArpObservation("unanswered", "arping", 3.1, "10.10.200.1", tuple(arp_nodes), step=4),
+             ArpObservation("garp", "garp", 0.12, "10.10.200.1", (holder,), index=0)]
+    if check_node:
+        o.l2_checks = [L2Check("responder-missing", LEASE, check_node, 0.6)]
+    return o
+
+
+def _run(monkeypatch, tmp_path, twin, real):
+    monkeypatch.setattr(runner, "backends", lambda: {"twin": _Fixed("twin", twin), "real": _Fixed("real", real)})
+    return runner.run_scenario(RESPONDER, "both", str(tmp_path))
+
+
+@pure
+def test_different_holders_with_the_same_finding_agree(monkeypatch, tmp_path):
+    r = _run(monkeypatch, tmp_path, _responder_missing_obs("twin", "k8s-w1", "k8s-w1"),
+             _responder_missing_obs("real", "k8s-w2", "k8s-w2"))
+    assert r["disagreements"] == [] and r["expectation_failures"] == [] and r["ok"], r
+    assert r["observations"]["real"]["measurements"]["l2"]["checks"][0]["node"] == "k8s-w2"
+
+
+@pure
+def test_a_finding_on_one_side_only_a_holder_outside_the_candidates_and_an_unmet_arping_are_reported(monkeypatch, tmp_path):
+    real = _responder_missing_obs("real", "k8s-s", None, arp_nodes=("k8s-s",))
+    r = _run(monkeypatch, tmp_path, _responder_missing_obs("twin", "k8s-w1", "k8s-w1"), real)
+    fields = {(d["key"], d["field"]) for d in r["disagreements"]}
+    assert (f"responder-missing {LEASE}", "<row>") in fields
+    assert (f"{LEASE}#0", "holder") in fields
+    assert ("unanswered@4", "answering") in fields
+    assert [(e["backend"], e["field"]) for e in r["expectation_failures"]] == [("real", "arping")]
+    assert not r["ok"]
+
+
+# -- both backends, the real side on this kernel ----------------------------------------------
+
+_reason = real_unavailable_reason()
+needs_real = pytest.mark.skipif(_reason is not None, reason=f"real datapath unavailable: {_reason}")
+
+
+def _both(path, tmp_path):
+    r = runner.run_scenario(str(ROOT / "scenarios" / path), "both", str(tmp_path))
+    assert r["status"] == {"twin": {"state": "ran"}, "real": {"state": "ran"}}, r["status"]
+    assert r["disagreements"] == [], r["disagreements"]
+    assert r["expectation_failures"] == [], r["expectation_failures"]
+    return r
+
+
+@pytest.mark.harness
+@needs_real
+def test_seed_l2_services_are_unannounced_until_labelled_then_one_worker_answers_arp_and_curl(tmp_path):
+    r = _both("seed-l2-announcements.yaml", tmp_path)
+    real = r["observations"]["real"]
+    arp = {a["name"]: a for a in real["arp"] if a["kind"] == "arping"}
+    assert arp["svc1-unannounced"]["nodes"] == [] and arp["svc2-still-unannounced"]["nodes"] == []
+    assert set(arp["svc1-announced"]["nodes"]) in ({"k8s-w1"}, {"k8s-w2"})
+    assert {x["outcome"] for x in real["traffic"] if x["name"] == "curl-svc1"} == {"answered"}
+    assert all(x["frontend"] == "10.10.200.1:80" for x in real["traffic"])
+
+
+@pytest.mark.harness
+@needs_real
+@pytest.mark.parametrize("scenario", ["l2-lease-loss.yaml", "l2-node-crash.yaml"])
+def test_the_lease_moves_to_the_other_worker_and_the_outage_lies_in_the_predicted_interval(tmp_path, scenario):
+    r = _both(scenario, tmp_path)
+    [fo] = r["observations"]["real"]["measurements"]["l2"]["failovers"]
+    assert fo["new_holder"] and fo["new_holder"] != fo["node"] and not fo["persisting"]
+    assert fo["failures"] > 0 and "predicted_outage_s" in fo
+    assert any(a["kind"] == "garp" for a in r["observations"]["real"]["arp"])
+
+
+@pytest.mark.harness
+@needs_real
+def test_a_down_interface_on_a_renewing_holder_keeps_the_outage_and_is_reported(tmp_path):
+    r = _both("l2-nic-down.yaml", tmp_path)
+    m = r["observations"]["real"]["measurements"]["l2"]
+    [fo] = m["failovers"]
+    assert fo["persisting"] and fo["new_holder"] is None
+    [chk] = [c for c in m["checks"] if c["problem"] == "interface-down"]
+    assert chk["lease"] == LEASE and chk["node"] == fo["node"] and chk["interface"] == "ens5"
+
+
+@pytest.mark.harness
+@needs_real
+def test_a_lease_held_without_a_programmed_responder_is_reported_with_holder_and_since(tmp_path):
+    r = _both("l2-responder-missing.yaml", tmp_path)
+    [chk] = r["observations"]["real"]["measurements"]["l2"]["checks"]
+    holders = r["observations"]["real"]["measurements"]["l2"]["leases"][LEASE]["holders"]
+    assert chk["problem"] == "responder-missing" and chk["node"] == holders[-1] and chk["since"] > 0
+
+
+@pytest.mark.harness
+@needs_real
+def test_throttled_renewals_lose_leases_as_often_as_the_twin_predicts(tmp_path):
+    r = _both("l2-rate-limit.yaml", tmp_path)
+    leases = r["observations"]["real"]["measurements"]["l2"]["leases"]
+    assert len(leases) == 12 and all("predicted" in v for v in leases.values())
+    assert sum(v["transitions"] for v in leases.values()) > 12  # leases were lost and retaken
