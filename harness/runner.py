@@ -331,6 +331,12 @@ def diff_l2(inputs: RunInputs, twin_obs: Observations, real_obs: Observations, t
                     "why": f"only the {'twin' if ip in tg else 'real side'} saw a gratuitous ARP for {ip}"})
     out += diff_tables(twin["checks"], real["checks"], "key", [Field("interface", required=False)],
                        ("twin", "real"), lambda x, y: f"L2 consistency check on {(y or x)['node']}")
+    for side, m in (("twin", twin), ("real", real)):  # the node may differ, its role may not
+        for c in m["checks"]:
+            holders = (m["leases"].get(c["lease"]) or {}).get("holders", [])
+            if c["node"] not in holders:
+                out.append({"key": c["key"], "field": "node role", side: c["node"], f"{side}-holders": holders,
+                            "why": f"the {side} check names a node that never held the lease"})
     return out
 
 
