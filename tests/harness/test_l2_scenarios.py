@@ -313,3 +313,87 @@ def test_throttled_renewals_lose_leases_as_often_as_the_twin_predicts(tmp_path):
     leases = r["observations"]["real"]["measurements"]["l2"]["leases"]
     assert len(leases) == 12 and all("predicted" in v for v in leases.values())
     assert sum(v["transitions"] for v in leases.values()) > 12  # leases were lost and retaken
+
+
+class _Topo:
+    """Records what the step handlers asked of the topology (the control-plane helper's methods)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def _act(self, what, node):
+        import time as _t
+        self.calls.append((what, node))
+        return _t.monotonic()
+
+    def partition(self, node):
+        return self._act("partition", node)
+
+    def heal(self, node):
+        return self._act("heal", node)
+
+    def nic_down(self, node):
+        return self._act("nic_down", node)
+
+    def node_crash(self, node):
+        return self._act("node_crash", node)
+
+    def mac_to_node(self):
+        return {"aa:00:00:00:00:01": "k8s-w1", "aa:00:00:00:00:02": "k8s-w2"}
+
+    def external_arping(self, ip, count, timeout):
+        self.calls.append(("arping", ip, count))
+        return [(0.0, "AA:00:00:00:00:02")] * count
+
+    def arp_events(self):
+        return [{"t": 0.0, "op": 1, "sip": "10.10.200.1", "tip": "10.10.200.1", "sha": "aa:00:00:00:00:02"}]
+
+
+class _Agent:
+    def __init__(self, topo, node):
+        self.topo, self.node = topo, node
+
+    def kill_agent(self):
+        self.topo.calls.append(("kill_agent", self.node))
+
+    def inject_responder_fault(self):
+        self.topo.calls.append(("responder_fault", self.node))
+
+    def l2_status(self):
+        return {"held": {}, "elector_alive": True, "responder_fault": False}
+
+
+@pure
+def test_fault_and_arping_steps_act_on_the_holder_the_api_server_names(tmp_path):
+    import time as _t
+    from harness.inputs import load_run_inputs
+    from harness.real import RealBackend, _RealSteps
+    from harness.realcluster import L2Monitor, L2Options, RealCluster
+    from twin.model.run import dispatch
+    inputs = load_run_inputs(_crash_scenario(tmp_path))
+    rc = RealCluster(inputs.cluster, l2=L2Options())
+    rc.topo = _Topo()
+    rc.agents = {n: _Agent(rc.topo, n) for n in ("k8s-s", "k8s-w1", "k8s-w2")}
+    t0 = _t.monotonic() - 10
+
+    class _Control:
+        def lease_log(self):
+            now = _t.monotonic()
+            return [_write(now - 2.0, "k8s-w1", "create"), {**_write(now - 1.0, "k8s-w1"), "verb": "get"},
+                    _write(now - 0.5, "k8s-w2", transitions=1)]
+
+    rc.control = _Control()
+    obs, log = Observations("real"), []
+    steps = _RealSteps(inputs, rc, None, obs, log, t0, None)
+    fault = next(s for s in inputs.scenario.steps if s.kind == "fault")
+    dispatch(steps, fault)
+    assert rc.topo.calls == [("kill_agent", "k8s-w2"), ("node_crash", "k8s-w2")]
+    assert [(f.kind, f.node, f.lease) for f in obs.faults] == [("node-crash", "k8s-w2", LEASE)]
+    from twin.model.scenario import Arping, Step
+    dispatch(steps, Step(9, "arping", name="a", arping=Arping("a", service="default/svc1", count=2)))
+    assert obs.arp[-1].nodes == ("k8s-w2", "k8s-w2") and obs.arp[-1].ip == "10.10.200.1"
+    monitor = L2Monitor(rc)
+    RealBackend._l2_records(inputs, rc, monitor, obs, log, t0)
+    assert [(x.holder, x.previous) for x in obs.leases] == [("k8s-w1", None), ("k8s-w2", "k8s-w1")]
+    assert [a.key for a in obs.arp if a.kind == "garp"] == ["garp 10.10.200.1#0"]
+    assert {e["event"] for e in log} >= {"fault", "arping"}
