@@ -164,17 +164,19 @@ def holder_at(leases: Iterable, lease: str, t: float) -> str | None:
     return last
 
 
-def lease_counts(leases: Iterable) -> dict[str, int]:
-    """Per lease, how many holder changes were recorded (the first acquisition included)."""
-    return dict(Counter(x.lease for x in leases))
+def transitions_count(leases: Iterable, lease: str) -> int:
+    """A lease's ``leaseTransitions`` at the end of the run (Kubernetes' own counter: holder
+    changes after the first acquisition), as the last recorded transition says it."""
+    return max((x.transitions for x in leases if x.lease == lease), default=0)
 
 
 def l2_measurements(obs: Observations, scenario: Scenario, predictions: list[dict] | None = None,
                     lease_of: dict[str, str] | None = None) -> dict:
     """What the L2 diff needs from one backend's observations (JSON-ready).
 
-    * ``leases``: per lease, its holders in order, the number of transitions and the
-      twin's predicted interval for it (``lease-transitions`` predictions)
+    * ``leases``: per lease, its holders in order, ``transitions`` (its
+      ``leaseTransitions`` at the end: holder changes after the first acquisition) and
+      the twin's predicted interval for it (``lease-transitions`` predictions)
     * ``arping``: per arping step (key ``NAME@STEP``), the distinct answering nodes
     * ``garp``: per IP, how many gratuitous ARPs the external host saw and from whom
     * ``checks``: the L2 consistency findings, keyed ``PROBLEM LEASE`` (the node is
@@ -191,7 +193,8 @@ def l2_measurements(obs: Observations, scenario: Scenario, predictions: list[dic
     for name in sorted(set(by_lease) | set(tpred)):
         xs = by_lease.get(name, [])
         p = tpred.get(name)
-        leases[name] = {"holders": [x.holder for x in xs], "transitions": len(xs),
+        leases[name] = {"holders": [x.holder for x in xs], "transitions": transitions_count(xs, name),
+                        "acquired": bool(xs),
                         "first_t": xs[0].t if xs else None,
                         **({"predicted": [p["lo"], p["hi"]]} if p else {})}
     arping = {}
@@ -235,6 +238,7 @@ def l2_measurements(obs: Observations, scenario: Scenario, predictions: list[dic
                 p = fpred.get(step.index)
                 if p is not None:
                     entry["predicted_outage_s"] = [p["outage_lo"], p["outage_hi"]]
+                    entry["tolerance_s"] = scenario.settings.outage_tolerance_s
                 failovers.append(entry)
     return {"leases": leases, "arping": list(arping.values()), "garp": garp, "checks": list(checks.values()),
             "failovers": failovers}

@@ -115,8 +115,9 @@ def l2_event(t: float, node: str, event) -> dict:
     """An elector event (a dict with ``event``/``kind``, or text) as an event-log line."""
     fields = dict(event) if isinstance(event, dict) else {"what": str(event)}
     fields.pop("t", None)
+    fields.pop("node", None)
     name = fields.pop("event", None) or fields.pop("kind", None) or "l2"
-    return {"t": round(t, 6), "event": str(name), "node": node, **fields}
+    return {"t": round(t, 6), "event": f"l2-{name}", "node": node, **fields}
 
 
 def _run_tool(topo, probe: Probe, target: ProbeTarget, timeout: float) -> dict:
@@ -361,15 +362,12 @@ class _RealSteps:
         elif f.kind == "nic-down":
             t = topo.nic_down(node)
         elif f.kind == "node-crash":
-            t = time.monotonic()
-            agent.kill_agent()
+            t = agent.kill_agent()
             topo.node_crash(node)
         elif f.kind == "agent-kill":
-            t = time.monotonic()
-            agent.kill_agent()
+            t = agent.kill_agent()
         elif f.kind == "responder-missing":
-            t = time.monotonic()
-            agent.inject_responder_fault()
+            t = agent.inject_responder_fault()
         else:
             raise HarnessError(f"step {step.index}: unknown fault kind {f.kind!r}")
         rec = FaultRecord(round(t - self.t0, 6), f.kind, node, step.index, lease)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from twin.model.findings import TwinError
 from twin.model.objects import Cluster
 
-__all__ = ["RealCluster", "L2Options", "L2Monitor", "L2Consistency", "election_params"]
+__all__ = ["RealCluster", "L2Options", "L2Monitor", "L2Consistency"]
 
 
 @dataclass(frozen=True)
@@ -43,23 +43,6 @@ class L2Options:
 
     backup_path: bool = False
     external: object | None = None  # twin.model.scenario.ExternalHost
-
-
-def election_params(cluster: Cluster):
-    """The agents' :class:`~twin.semantics.election.ElectionParams`: Cilium's effective
-    lease timings (after its rewrites) and the ``k8sClientRateLimit`` qps/burst."""
-    from twin.semantics.election import ElectionParams
-    from twin.semantics.l2 import effective_lease_timings
-    eff, _ = effective_lease_timings(cluster.values.l2)
-    return ElectionParams(eff.lease_duration_s, eff.renew_deadline_s, eff.retry_period_s,
-                          qps=cluster.values.client_qps, burst=cluster.values.client_burst)
-
-
-@dataclass
-class _Programmed:
-    seconds: dict = field(default_factory=dict)  # node -> seconds its agent took to reconcile
-    changes: dict = field(default_factory=dict)  # node -> {"added":..,"updated":..,"deleted":..}
-    version: int = 0
 
 
 class RealCluster:
@@ -74,7 +57,8 @@ class RealCluster:
         self.store = None
         self.agents: dict = {}
         self.control = None  # the ControlPlane (L2 runs)
-        self.params = election_params(cluster) if l2 is not None else None
+        self.params = None  # ElectionParams (L2 runs): Cilium's effective timings and k8sClientRateLimit
+        self._pools: set[str] = set()  # pool networks the external host routes on-link
         #: (monotonic time, node, event) from the agents' electors, in arrival order
         self.l2_events: list[tuple[float, str, object]] = []
         self._cp_dir: str | None = None
@@ -104,6 +88,8 @@ class RealCluster:
         from harness.topology import RealTopology
         try:
             if self.l2 is not None:  # the API server's host, backup path and external host's ARP settings
+                from twin.semantics.l2 import election_params
+                self.params = election_params(self.cluster.values)  # the one statement of the timings' rewrites
                 self.topo = RealTopology(self.cluster, l2=True, backup_path=self.l2.backup_path,
                                          external=self.l2.external).__enter__()
                 self._start_control_plane()
@@ -135,33 +121,37 @@ class RealCluster:
         lives in a temporary folder of this run, removed at close."""
         from harness.apiserver.control import ControlPlane
         self._cp_dir = tempfile.mkdtemp(prefix=f"twin-{self.topo.run_id}-apiserver-")
-        self.control = ControlPlane(self.topo, self._cp_dir)
+        self.control = ControlPlane(self.topo, self._cp_dir).start()
 
-    def lb_ips(self) -> list[str]:
-        """Every IP LB-IPAM gives a service in the run's cluster (the L2-announced addresses)."""
-        from twin.semantics.lbipam import allocate
-        return sorted({str(ip) for ips in allocate(self.cluster).ips.values() for ip in ips},
-                      key=lambda x: tuple(map(int, x.split("."))))
-
-    def _external_routes(self) -> None:
-        """The external host reaches the LB IPs on the LAN itself (on-link, resolved by ARP),
-        as a router on the seed lab's LAN does; routes live in the run's external namespace."""
-        cmds = [f"ip route replace {ip}/32 dev eth0 scope link" for ip in self.lb_ips()]
-        if cmds:
-            res = self.topo.exec("external", ["sh", "-c", " && ".join(cmds)], timeout=20)
-            if not res.ok:
-                raise TwinError(f"external host: could not add on-link routes to the LB IPs: {res.stderr.strip()[:300]}")
+    def _external_pools(self) -> None:
+        """Pools of the current cluster the external host does not know yet (a later cluster
+        state may bring new ones): routed on-link (it ARPs for their addresses) and, with
+        ``garp: ignore``, in its gratuitous-ARP filter — as the topology does at build."""
+        import ipaddress
+        for pool in self.cluster.pools:
+            for b in pool.blocks:
+                nets = [b.cidr] if b.cidr is not None else \
+                    list(ipaddress.summarize_address_range(b.start, b.stop)) if b.start and b.stop else []
+                for net in nets:
+                    if str(net) not in self._pools:
+                        self.topo.external_add_pool(str(net))
+                        self._pools.add(str(net))
 
     def _make_agent(self, NodeAgent, host, tables):
         """One node's agent; in L2 runs with its elector (API URL, election timings, rate limit)."""
         if self.l2 is None:
             return NodeAgent(host, self.store, socket_lb=self.socket_lb, tables=tables)
         from datapath.agent import L2Config
+        topo, node = self.topo, host.name
+
+        def spawn(argv, **kw):  # the elector process in the node's netns, its pid in the run's state file
+            return topo.popen(node, argv, **kw)
         return NodeAgent(host, self.store, socket_lb=self.socket_lb, tables=tables,
-                         l2=L2Config(self.control.url, self.params), on_l2_event=self._on_l2_event)
+                         l2=L2Config(self.control.url, self.params, spawn=spawn), on_l2_event=self._on_l2_event)
 
     def _on_l2_event(self, node: str, event) -> None:
-        self.l2_events.append((time.monotonic(), node, event))
+        t = event.get("t") if isinstance(event, dict) else None
+        self.l2_events.append((t if isinstance(t, (int, float)) else time.monotonic(), node, event))
 
     def __exit__(self, *exc) -> None:
         self.close()
@@ -209,7 +199,7 @@ class RealCluster:
         version = self.store.publish(cluster)
         reports = self.wait(version)
         if self.l2 is not None:
-            self._external_routes()
+            self._external_pools()
         return _Programmed({n: r.seconds for n, r in reports.items()},
                            {n: r.changes for n, r in reports.items()}, version)
 
@@ -247,10 +237,12 @@ class RealCluster:
     # -- L2: what the API server and the nodes say ---------------------------------------------
 
     def lease_writes(self) -> list[dict]:
-        """The API server's audit lines of Lease writes (create/update), oldest first."""
+        """The API server's audit lines of Lease writes, oldest first (a delete as a write
+        that clears the holder)."""
         if self.control is None:
             return []
-        return [e for e in self.control.lease_log() if e.get("verb") in ("create", "update")]
+        return [e if e.get("verb") != "delete" else {**e, "holder": ""}
+                for e in self.control.lease_log() if e.get("verb") in ("create", "update", "delete")]
 
     def lease_holders(self, now: float | None = None) -> dict[str, str]:
         """lease -> holder by the last write, for leases not expired at ``now`` (monotonic):
