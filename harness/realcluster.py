@@ -45,6 +45,13 @@ class L2Options:
     external: object | None = None  # twin.model.scenario.ExternalHost
 
 
+@dataclass
+class _Programmed:
+    seconds: dict = field(default_factory=dict)  # node -> seconds its agent took to reconcile
+    changes: dict = field(default_factory=dict)  # node -> {"added":..,"updated":..,"deleted":..}
+    version: int = 0
+
+
 class RealCluster:
     """Topology + per node an agent owning a tc datapath on its lxc devices and
     (with socket LB) a socket LB on the node's own cgroup2 directory."""
