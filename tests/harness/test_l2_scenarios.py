@@ -294,7 +294,7 @@ def test_a_down_interface_on_a_renewing_holder_keeps_the_outage_and_is_reported(
     [fo] = m["failovers"]
     assert fo["persisting"] and fo["new_holder"] is None
     [chk] = [c for c in m["checks"] if c["problem"] == "interface-down"]
-    assert chk["lease"] == LEASE and chk["node"] == fo["node"] and chk["interface"] == "ens5"
+    assert chk["lease"] == "cilium-l2announce-default-svc-lb" and chk["node"] == fo["node"] and chk["interface"] == "ens5"
 
 
 @pytest.mark.harness
