@@ -42,7 +42,7 @@ _reason = real_unavailable_reason()
 if _reason:
     pytest.skip(f"real datapath unavailable: {_reason}", allow_module_level=True)
 
-CASES = 6  # per node shape (x SCALE with SOAK=1)
+CASES = 10  # per node shape (x SCALE with SOAK=1)
 #: node shapes: each node's LAN interface (its uplink); one topology each
 SHAPES = {"3 nodes": ("ens5", "ens6", "ens5"), "5 nodes": ("ens5", "ens5", "ens6", "ens7", "ens6")}
 VALUES = {"kubeProxyReplacement": True, "externalIPs": {"enabled": True},
