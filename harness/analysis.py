@@ -231,7 +231,10 @@ def l2_measurements(obs: Observations, scenario: Scenario, predictions: list[dic
             lease = f.lease or (lease_of or {}).get(step.fault.holder_of) or next(
                 (name for name in sorted(by_lease) if holder_at(obs.leases, name, f.t) == f.node), None)
             for loop in running:
-                entry = {"key": f"{loop}/{f.key}", "fault": f.kind, "node": f.node, "step": f.step, "t": f.t,
+                # keyed by the fault's role (the step as written), not the node: holders differ between runs
+                role = step.fault.node or f"holder of {step.fault.holder_of}"
+                entry = {"key": f"{loop}/{f.kind} {role}@{f.step}", "fault": f.kind, "node": f.node, "step": f.step,
+                         "t": f.t,
                          "lease": lease, **failover_outage(obs.requests, loop, f.t, nxt)}
                 after = [x for x in by_lease.get(lease, []) if x.t >= f.t] if lease else []
                 entry["new_holder"] = after[0].holder if after else None
