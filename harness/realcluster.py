@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
 import socket
 import struct
 import tempfile
@@ -124,10 +123,11 @@ class RealCluster:
         return self
 
     def _start_control_plane(self) -> None:
-        """etcd + the Lease API on the LAN (the control-plane helper's ControlPlane); its data
-        lives in a temporary folder of this run, removed at close."""
+        """etcd + the Lease API on the LAN (:class:`harness.apiserver.control.ControlPlane`); its audit
+        log and logs go to a temporary folder the topology records in the run's state file, so the
+        topology's close (or ``twin cleanup`` after a crash) removes it."""
         from harness.apiserver.control import ControlPlane
-        self._cp_dir = tempfile.mkdtemp(prefix=f"twin-{self.topo.run_id}-apiserver-")
+        self._cp_dir = self.topo.make_run_dir(tempfile.gettempdir(), f"twin-{self.topo.run_id}-apiserver-")
         self.control = ControlPlane(self.topo, self._cp_dir).start()
 
     def _external_pools(self) -> None:
@@ -189,9 +189,6 @@ class RealCluster:
             except Exception as exc:
                 errors.append(f"control plane: {exc}")
             self.control = None
-        if self._cp_dir is not None:
-            shutil.rmtree(self._cp_dir, ignore_errors=True)
-            self._cp_dir = None
         if self.topo is not None:
             self.topo.close()
             self.topo = None
