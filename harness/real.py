@@ -237,7 +237,6 @@ class RealBackend:
         obs.wall_seconds = round(time.perf_counter() - wall0, 3)
         return obs
 
-
     @staticmethod
     def _l2_records(inputs: RunInputs, rc: RealCluster, monitor: L2Monitor, obs: Observations, log: list[dict],
                     t0: float) -> None:
