@@ -157,7 +157,8 @@ def settle(rc, announced: dict, allocated: dict) -> dict:
 
 def answering(rc, ip: str) -> list[str]:
     macs = {m.lower(): n for m, n in rc.topo.mac_to_node().items()}
-    return sorted({macs.get(str(mac).lower(), str(mac)) for _, mac in rc.topo.external_arping(ip, ARPING_COUNT, ARPING_TIMEOUT_S)})
+    replies = rc.topo.external_arping(ip, ARPING_COUNT, ARPING_TIMEOUT_S)
+    return sorted({macs.get(str(mac).lower(), str(mac)) for _, mac in replies})
 
 
 @diffkit.diff_settings(CASES)
