@@ -189,12 +189,16 @@ def l2_measurements(obs: Observations, scenario: Scenario, predictions: list[dic
     for x in sorted(obs.leases, key=lambda x: (x.t, x.index)):
         by_lease.setdefault(x.lease, []).append(x)
     tpred = {p["lease"]: p for p in preds if p.get("kind") == "lease-transitions"}
+    # leadership given up without a holder change on the API server (a renewal missed its deadline and,
+    # usually, the same node took the lease again): the electors' "lost" events, releases excluded
+    lost = Counter(e.get("lease") for e in obs.events if e.event in ("l2-lost", "lost")
+                   and (e.get("reason") or (e.get("detail") or {}).get("reason")) != "released")
     leases = {}
     for name in sorted(set(by_lease) | set(tpred)):
         xs = by_lease.get(name, [])
         p = tpred.get(name)
         leases[name] = {"holders": [x.holder for x in xs], "transitions": transitions_count(xs, name),
-                        "acquired": bool(xs),
+                        "acquired": bool(xs), "lost": lost.get(name, 0),
                         "first_t": xs[0].t if xs else None,
                         **({"predicted": [p["lo"], p["hi"]]} if p else {})}
     arping = {}
