@@ -32,7 +32,7 @@ bench: setup
 # HYPOTHESIS_SEED=N make soak replays a run.
 soak: setup
 	SOAK=1 $(PY) -m pytest -q -s tests/harness/test_differential.py tests/harness/test_differential_services.py \
-		tests/harness/test_stateful_reconcile.py
+		tests/harness/test_stateful_reconcile.py tests/harness/test_differential_l2.py
 
 # L2 failover timing, root only: scenarios 2 and 3 (lease loss, node crash) run settings.repeats (10)
 # times each on the real side, every outage compared with the twin's predicted interval and its Monte Carlo
