@@ -175,7 +175,7 @@ def _diff_kills(inputs: RunInputs, twin_obs: Observations, real_obs: Observation
     is a disagreement."""
     st = inputs.scenario.settings
     out = diff_tables(twin["kills"], real["kills"], "key", [], ("twin", "real"))
-    preds = {p["pod"]: p for p in twin_obs.predictions}
+    preds = {p["pod"]: p for p in twin_obs.predictions if "pod" in p}  # kill predictions only
     tk = {k["key"]: k for k in twin["kills"]}
     for kr in real["kills"]:
         kt, p = tk.get(kr["key"]), preds.get(kr["pod"])
