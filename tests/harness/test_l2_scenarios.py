@@ -176,20 +176,27 @@ def _run(monkeypatch, tmp_path, twin, real):
 
 @pure
 def test_different_holders_with_the_same_finding_agree(monkeypatch, tmp_path):
-    r = _run(monkeypatch, tmp_path, _responder_missing_obs("twin", "k8s-w1", "k8s-w1"),
-             _responder_missing_obs("real", "k8s-w2", "k8s-w2"))
+    twin = _responder_missing_obs("twin", "k8s-w1", "k8s-w1")
+    twin.predictions = [{"kind": "lease-transitions", "lease": LEASE, "lo": 0, "hi": 1, "samples": [0, 0, 1]}]
+    r = _run(monkeypatch, tmp_path, twin, _responder_missing_obs("real", "k8s-w2", "k8s-w2"))
     assert r["disagreements"] == [] and r["expectation_failures"] == [] and r["ok"], r
+    assert r["observations"]["real"]["measurements"]["leases"][LEASE]["predicted"] == [0, 1]
     assert r["observations"]["real"]["measurements"]["checks"][0]["node"] == "k8s-w2"
 
 
 @pure
 def test_a_finding_on_one_side_only_a_holder_outside_the_candidates_and_an_unmet_arping_are_reported(monkeypatch, tmp_path):
     real = _responder_missing_obs("real", "k8s-s", None, arp_nodes=("k8s-s",))
-    r = _run(monkeypatch, tmp_path, _responder_missing_obs("twin", "k8s-w1", "k8s-w1"), real)
+    real.leases.append(LeaseTransition(LEASE, 1, 2.0, "k8s-w1", "k8s-s", 1))
+    real.leases.append(LeaseTransition(LEASE, 2, 3.0, "k8s-w2", "k8s-w1", 2))
+    twin = _responder_missing_obs("twin", "k8s-w1", "k8s-w1")
+    twin.predictions = [{"kind": "lease-transitions", "lease": LEASE, "lo": 0, "hi": 1, "samples": [0, 1]}]
+    r = _run(monkeypatch, tmp_path, twin, real)
     fields = {(d["key"], d["field"]) for d in r["disagreements"]}
     assert (f"responder-missing {LEASE}", "<row>") in fields
     assert (f"{LEASE}#0", "holder") in fields
     assert ("unanswered@4", "answering") in fields
+    assert (LEASE, "lease transitions") in fields  # real leaseTransitions 2, twin predicts 0-1
     assert [(e["backend"], e["field"]) for e in r["expectation_failures"]] == [("real", "arping")]
     assert not r["ok"]
 
