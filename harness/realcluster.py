@@ -98,6 +98,7 @@ class RealCluster:
                 self.params = election_params(self.cluster.values)  # the one statement of the timings' rewrites
                 self.topo = RealTopology(self.cluster, l2=True, backup_path=self.l2.backup_path,
                                          external=self.l2.external).__enter__()
+                self.topo.start_arp_watch()  # before any agent can take a lease and send gratuitous ARP
                 self._start_control_plane()
             else:
                 self.topo = RealTopology(self.cluster).__enter__()
@@ -115,8 +116,6 @@ class RealCluster:
                 self.agents[node.name] = agent
                 agent.start()
             self.program(self.cluster)
-            if self.l2 is not None:
-                self.topo.start_arp_watch()
         except BaseException:
             self.close()
             raise
