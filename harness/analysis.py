@@ -191,7 +191,7 @@ def l2_measurements(obs: Observations, scenario: Scenario, predictions: list[dic
     tpred = {p["lease"]: p for p in preds if p.get("kind") == "lease-transitions"}
     # leadership given up without a holder change on the API server (a renewal missed its deadline and,
     # usually, the same node took the lease again): the electors' "lost" events, releases excluded
-    lost = Counter(e.get("lease") for e in obs.events if e.event in ("l2-lost", "lost")
+    lost = Counter(e.get("lease") for e in obs.events if e.event == "lease-lost"
                    and (e.get("reason") or (e.get("detail") or {}).get("reason")) != "released")
     leases = {}
     for name in sorted(set(by_lease) | set(tpred)):

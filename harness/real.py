@@ -111,13 +111,20 @@ def arping_observation(name: str, step: int, ip: str, t: float, replies: list[tu
     return ArpObservation(name, "arping", round(t, 6), ip, tuple(macs.get(m, m) for m in got), tuple(got), step)
 
 
+#: the real electors' event names → the twin's names for the same moments, so both event logs read alike
+L2_EVENT_NAMES = {"acquired": "lease-acquired", "lost": "lease-lost", "renewed": "lease-renewed",
+                  "throttled": "lease-throttled", "attempt-failed": "lease-attempt-failed",
+                  "started": "elector-started", "garp": "garp-sent", "programmed": "responder-programmed"}
+
+
 def l2_event(t: float, node: str, event) -> dict:
-    """An elector event (a dict with ``event``/``kind``, or text) as an event-log line."""
+    """An elector event (a dict with ``event``/``kind``, or text) as an event-log line: named as the
+    twin names it where there is a twin counterpart (:data:`L2_EVENT_NAMES`), else ``l2-<name>``."""
     fields = dict(event) if isinstance(event, dict) else {"what": str(event)}
     fields.pop("t", None)
     fields.pop("node", None)
-    name = fields.pop("event", None) or fields.pop("kind", None) or "l2"
-    return {"t": round(t, 6), "event": f"l2-{name}", "node": node, **fields}
+    name = str(fields.pop("event", None) or fields.pop("kind", None) or "event")
+    return {"t": round(t, 6), "event": L2_EVENT_NAMES.get(name, f"l2-{name}"), "node": node, **fields}
 
 
 def _run_tool(topo, probe: Probe, target: ProbeTarget, timeout: float) -> dict:
