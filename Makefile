@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export BCC_KERNEL_SOURCE ?= $(CURDIR)/.build/kernel-headers
 
-.PHONY: setup demo test test-pure lint-imports clean-kernel bench soak
+.PHONY: setup demo test test-pure lint-imports clean-kernel bench soak l2-repeat
 
 setup:
 	@bash scripts/setup.sh
@@ -32,4 +32,11 @@ bench: setup
 # HYPOTHESIS_SEED=N make soak replays a run.
 soak: setup
 	SOAK=1 $(PY) -m pytest -q -s tests/harness/test_differential.py tests/harness/test_differential_services.py \
-		tests/harness/test_stateful_reconcile.py
+		tests/harness/test_stateful_reconcile.py tests/harness/test_differential_l2.py
+
+# L2 failover timing, root only: scenarios 2 and 3 (lease loss, node crash) run settings.repeats (10)
+# times each on the real side, every outage compared with the twin's predicted interval and its Monte Carlo
+# samples (two-sample KS test). Results: bench/results/l2-failover.json and .md. REPEAT_ARGS=--repeats 3
+# for a quick look. Not a test; about 25 s a real run, 10 minutes in all.
+l2-repeat: setup
+	$(PY) -m harness.repeat $(REPEAT_ARGS) scenarios/l2-lease-loss.yaml scenarios/l2-node-crash.yaml

@@ -14,16 +14,27 @@ disagree, the record says so in ``evidence`` and the diff shows it.
 ``RealBackend`` is the :class:`~twin.model.run.Backend` the harness runs: it
 builds a ``RealCluster`` and walks the scenario's steps with the one step
 dispatch (``twin.model.run.dispatch``), returning typed observations.
+
+L2 runs (:func:`twin.model.run.needs_l2`): the cluster comes with the control
+plane, the agents' electors and the external host's ARP watch; ``arping``
+runs arping on the external host, ``fault`` acts on the topology or a node's
+agent, and at the end the API server's audit log becomes
+:class:`~twin.model.observations.LeaseTransition` records, the ARP watch's
+gratuitous ARPs :class:`~twin.model.observations.ArpObservation` records, and
+the consistency monitor's findings :class:`~twin.model.observations.L2Check`
+records — all on the run clock (monotonic − t0).
 """
 from __future__ import annotations
 
 import os
 import shutil
 import time
+from collections import Counter
 
 from twin.model.enums import Direction, DropReason, Protocol
-from twin.model.observations import Event, FlowRecord, KillRecord, Observations
-from twin.model.run import RunInputs, dispatch, needs_services
+from twin.model.observations import (ArpObservation, Event, FaultRecord, FlowRecord, KillRecord, LeaseTransition,
+                                     Observations)
+from twin.model.run import RunInputs, dispatch, needs_l2, needs_services
 from twin.model.scenario import Probe, Step
 from twin.semantics.probe import ProbeTarget, resolve_targets
 from twin.semantics.view import ClusterView
@@ -50,7 +61,70 @@ def real_unavailable_reason() -> str | None:
     return None
 
 
-from harness.realcluster import RealCluster  # noqa: E402  (moved; the agents program the maps)
+from harness.realcluster import L2Monitor, L2Options, RealCluster  # noqa: E402  (moved; the agents program the maps)
+
+
+# -- L2 records from what the real side saw (pure) --------------------------------------------
+
+def lease_transitions(writes: list[dict], t0: float) -> list[LeaseTransition]:
+    """The API server's audit lines of Lease writes → holder changes, numbered per lease
+    from 0 (the first acquisition), ``t`` on the run clock.  Renewals (the same holder
+    writing again) are not transitions; a write that clears the holder (a release) is
+    not one either, but the next acquisition after it is."""
+    last: dict[str, str] = {}
+    count: Counter = Counter()
+    out = []
+    for e in sorted(writes, key=lambda e: e["t"]):
+        lease, holder = e["lease"], e.get("holder") or ""
+        prev = last.get(lease, "")
+        last[lease] = holder
+        if not holder or holder == prev:
+            continue
+        out.append(LeaseTransition(lease, count[lease], round(e["t"] - t0, 6), holder, prev or None,
+                                   int(e.get("transitions") or 0)))
+        count[lease] += 1
+    return out
+
+
+def garp_observations(events: list[dict], t0: float, mac_to_node: dict[str, str], ips) -> list[ArpObservation]:
+    """The external host's ARP watch → one ``garp`` record per gratuitous ARP (sender IP =
+    target IP) for an announced IP, the sender's MAC resolved to its node, numbered per IP."""
+    wanted = {str(ip) for ip in ips}
+    macs = {m.lower(): n for m, n in mac_to_node.items()}
+    count: Counter = Counter()
+    out = []
+    for e in sorted(events, key=lambda e: e["t"]):
+        if e.get("sip") != e.get("tip") or e.get("sip") not in wanted:
+            continue
+        mac = str(e.get("sha", "")).lower()
+        out.append(ArpObservation("garp", "garp", round(e["t"] - t0, 6), e["sip"], (macs.get(mac, mac),), (mac,),
+                                  index=count[e["sip"]]))
+        count[e["sip"]] += 1
+    return out
+
+
+def arping_observation(name: str, step: int, ip: str, t: float, replies: list[tuple[float, str]],
+                       mac_to_node: dict[str, str]) -> ArpObservation:
+    """An arping step's replies (arrival order) with each MAC resolved to its node."""
+    macs = {m.lower(): n for m, n in mac_to_node.items()}
+    got = [str(mac).lower() for _, mac in sorted(replies, key=lambda r: r[0])]
+    return ArpObservation(name, "arping", round(t, 6), ip, tuple(macs.get(m, m) for m in got), tuple(got), step)
+
+
+#: the real electors' event names → the twin's names for the same moments, so both event logs read alike
+L2_EVENT_NAMES = {"acquired": "lease-acquired", "lost": "lease-lost", "renewed": "lease-renewed",
+                  "throttled": "lease-throttled", "attempt-failed": "lease-attempt-failed",
+                  "started": "elector-started", "garp": "garp-sent", "programmed": "responder-programmed"}
+
+
+def l2_event(t: float, node: str, event) -> dict:
+    """An elector event (a dict with ``event``/``kind``, or text) as an event-log line: named as the
+    twin names it where there is a twin counterpart (:data:`L2_EVENT_NAMES`), else ``l2-<name>``."""
+    fields = dict(event) if isinstance(event, dict) else {"what": str(event)}
+    fields.pop("t", None)
+    fields.pop("node", None)
+    name = str(fields.pop("event", None) or fields.pop("kind", None) or "event")
+    return {"t": round(t, 6), "event": L2_EVENT_NAMES.get(name, f"l2-{name}"), "node": node, **fields}
 
 
 def _run_tool(topo, probe: Probe, target: ProbeTarget, timeout: float) -> dict:
@@ -137,34 +211,64 @@ class RealBackend:
         obs = Observations(self.name)
         log: list[dict] = []  # shared with the pipeline's prober threads (they append dicts)
         wall0 = time.perf_counter()
-        with RealCluster(inputs.cluster) as rc:
+        st = inputs.scenario.settings
+        l2 = L2Options(st.api_backup_path, st.external) if needs_l2(inputs.scenario, inputs.cluster) else None
+        with RealCluster(inputs.cluster, l2=l2) as rc:
             log.append({"t": 0.0, "event": "built", "seconds": round(time.perf_counter() - wall0, 3)})
             t0 = time.monotonic()
             pipeline = RealPipeline(rc, t0, log, seed=seed) if needs_services(inputs.scenario) else None
             traffic = RealTraffic(rc, t0, inputs.scenario.settings)
-            steps = _RealSteps(inputs, rc, traffic, obs, log, t0)
+            monitor = L2Monitor(rc).start() if l2 is not None else None
+            steps = _RealSteps(inputs, rc, traffic, obs, log, t0, monitor)
             try:
                 for step in inputs.scenario.steps:
                     log.append({"t": steps.now(), "event": "step", "step": step.index, "kind": step.kind})
+                    if monitor is not None:
+                        monitor.poll()
                     dispatch(steps, step)
                 for name in list(traffic.loops):  # loops the scenario never awaited
                     traffic.await_loop(name)
+                if monitor is not None:
+                    monitor.poll()
             finally:
                 traffic.close()
                 if pipeline:
                     pipeline.close()
+                if monitor is not None:
+                    monitor.close()
+            if l2 is not None:
+                self._l2_records(inputs, rc, monitor, obs, log, t0)
         obs.events = [Event(round(e["t"], 6), e["event"], {k: v for k, v in e.items() if k not in ("t", "event")})
                       for e in list(log)]
         obs.requests, obs.holds, obs.syscalls = traffic.rows, traffic.hold_results, traffic.syscall_results
         obs.wall_seconds = round(time.perf_counter() - wall0, 3)
         return obs
 
+    @staticmethod
+    def _l2_records(inputs: RunInputs, rc: RealCluster, monitor: L2Monitor, obs: Observations, log: list[dict],
+                    t0: float) -> None:
+        """Lease transitions (audit log), gratuitous ARPs (ARP watch), consistency findings
+        (monitor) and the electors' events, before the cluster is torn down."""
+        from twin.semantics.l2 import announcements
+        from twin.semantics.lbipam import allocate
+        obs.leases = lease_transitions(rc.lease_writes(), t0)
+        ips = set()
+        for cluster in [inputs.cluster, *inputs.desired.values()]:
+            for a in announcements(cluster, allocate(cluster)).values():
+                ips |= {str(ip) for ip in a.ips}
+        obs.arp += garp_observations(rc.topo.arp_events(), t0, rc.topo.mac_to_node(), ips)
+        obs.l2_checks = monitor.checks(t0)
+        log += [l2_event(t - t0, node, ev) for t, node, ev in list(rc.l2_events)]
+        log += [{"t": round(time.monotonic() - t0, 6), "event": "l2-monitor-error", "error": e} for e in monitor.errors]
+
 
 class _RealSteps:
     """The step handlers of one real run (blocking); :func:`twin.model.run.dispatch` calls them."""
 
-    def __init__(self, inputs: RunInputs, rc: RealCluster, traffic, obs: Observations, log: list[dict], t0: float):
+    def __init__(self, inputs: RunInputs, rc: RealCluster, traffic, obs: Observations, log: list[dict], t0: float,
+                 monitor: L2Monitor | None = None):
         self.inputs, self.rc, self.traffic, self.obs, self.log, self.t0 = inputs, rc, traffic, obs, log, t0
+        self.monitor = monitor
         self.view = ClusterView(inputs.cluster)
 
     def now(self) -> float:
@@ -220,11 +324,61 @@ class _RealSteps:
     def on_label(self, step: Step) -> None:
         self._change(step)
 
-    def on_arping(self, step: Step) -> None:  # issue 7: the external host's arping (harness-l2)
-        raise NotImplementedError("arping steps need the L2 machinery (issue 7)")
+    def _need_l2(self, step: Step) -> None:
+        if self.rc.l2 is None:
+            from harness.errors import HarnessError
+            raise HarnessError(f"step {step.index} ({step.kind}) needs L2 announcements "
+                               "(l2announcements.enabled in the values)")
 
-    def on_fault(self, step: Step) -> None:  # issue 7: partition, agent-kill, ... (harness-l2)
-        raise NotImplementedError("fault steps need the L2 machinery (issue 7)")
+    def _lease_of(self, service: str) -> str:
+        from twin.semantics.l2 import lease_name
+        return lease_name(self.rc.cluster.service(service))
+
+    def on_arping(self, step: Step) -> None:
+        """arping from the external host; replies' MACs resolved to nodes (whether they are the
+        expected ones is checked by the runner against the lease holder at that time)."""
+        from harness.services_real import first_lb_ip
+        self._need_l2(step)
+        a = step.arping
+        ip = a.ip or first_lb_ip(self.rc.cluster, a.service)
+        t = self.now()
+        replies = self.rc.topo.external_arping(ip, a.count, float(a.count) + 1.0)
+        rec = arping_observation(a.name, step.index, ip, t, replies, self.rc.topo.mac_to_node())
+        self.obs.arp.append(rec)
+        self.log.append({"t": t, "event": "arping", "name": a.name, "ip": ip, "nodes": list(rec.nodes)})
+
+    def on_fault(self, step: Step) -> None:
+        """Partition/heal/nic-down through the topology, agent-kill and responder-missing through
+        the node's agent, node-crash both (the agent is killed and the node leaves the LAN)."""
+        from harness.errors import HarnessError
+        self._need_l2(step)
+        f = step.fault
+        lease = self._lease_of(f.holder_of) if f.holder_of else None
+        node = f.node or self.rc.holder_now(lease)
+        if not node:
+            raise HarnessError(f"step {step.index}: fault {f.kind} on the holder of {f.holder_of}: "
+                               f"nobody holds {lease} at {self.now()} s")
+        if node not in self.rc.agents:
+            raise HarnessError(f"step {step.index}: fault {f.kind}: no node {node!r}")
+        topo, agent = self.rc.topo, self.rc.agents[node]
+        if f.kind == "partition":
+            t = topo.partition(node)
+        elif f.kind == "heal":
+            t = topo.heal(node)
+        elif f.kind == "nic-down":
+            t = topo.nic_down(node)
+        elif f.kind == "node-crash":
+            t = agent.kill_agent()
+            topo.node_crash(node)
+        elif f.kind == "agent-kill":
+            t = agent.kill_agent()
+        elif f.kind == "responder-missing":
+            t = agent.inject_responder_fault()
+        else:
+            raise HarnessError(f"step {step.index}: unknown fault kind {f.kind!r}")
+        rec = FaultRecord(round(t - self.t0, 6), f.kind, node, step.index, lease)
+        self.obs.faults.append(rec)
+        self.log.append({"t": rec.t, "event": "fault", "kind": f.kind, "node": node, "lease": lease})
 
     def on_kill(self, step: Step) -> None:
         self._server(step, self.rc.topo.kill_server(step.pod))

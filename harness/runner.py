@@ -22,14 +22,14 @@ import os
 import sys
 from pathlib import Path
 
-from harness.analysis import chi2_test, service_measurements
+from harness.analysis import chi2_test, l2_measurements, service_measurements
 from harness.diff import Field, diff_tables, verdict_changes
 from harness.inputs import load_run_inputs
 from harness.real import RealBackend
 from twin.model.enums import Protocol
 from twin.model.findings import InputError, TwinError, error
 from twin.model.observations import FlowRecord, Observations
-from twin.model.run import Backend, RunInputs
+from twin.model.run import Backend, RunInputs, needs_l2
 from twin.model.scenario import Scenario, kill_loops, service_key
 from twin.semantics.endpoints import kill_predictions
 from twin.semantics.lb import frontend, lb_table
@@ -175,7 +175,7 @@ def _diff_kills(inputs: RunInputs, twin_obs: Observations, real_obs: Observation
     is a disagreement."""
     st = inputs.scenario.settings
     out = diff_tables(twin["kills"], real["kills"], "key", [], ("twin", "real"))
-    preds = {p["pod"]: p for p in twin_obs.predictions}
+    preds = {p["pod"]: p for p in twin_obs.predictions if "pod" in p}  # kill predictions only
     tk = {k["key"]: k for k in twin["kills"]}
     for kr in real["kills"]:
         kt, p = tk.get(kr["key"]), preds.get(kr["pod"])
@@ -209,8 +209,140 @@ def diff_services(inputs: RunInputs, twin_obs: Observations, real_obs: Observati
     return out
 
 
+
+# -- L2 announcements and lease failover ------------------------------------------------------
+
+def l2_context(inputs: RunInputs) -> dict:
+    """From the inputs alone (the same for both backends): per lease its service, IPs and
+    the union of its candidate nodes over the run's desired clusters; and service → lease."""
+    from twin.semantics.l2 import announcements
+    from twin.semantics.lbipam import allocate
+    leases: dict[str, dict] = {}
+    for cluster in [inputs.cluster, *inputs.desired.values()]:
+        for key, ann in announcements(cluster, allocate(cluster)).items():
+            e = leases.setdefault(ann.lease, {"service": key, "candidates": set(), "ips": set(), "announced": False})
+            if ann.announced:
+                e["announced"] = True
+                e["candidates"] |= set(ann.candidate_nodes)
+                e["ips"] |= {str(ip) for ip in ann.ips}
+    return {"leases": leases, "lease_of": {e["service"]: name for name, e in leases.items()}}
+
+
+def check_l2_expectations(inputs: RunInputs, obs: Observations, backend: str, ctx: dict) -> list[dict]:
+    """``arping`` expectations on one backend alone: ``holder`` (exactly the node holding
+    the service's lease at the arping, by that backend's own lease records), ``none``
+    (nobody answers) or a node name."""
+    from harness.analysis import holder_at
+    out = []
+    arps = {a.step: a for a in obs.arp if a.kind == "arping"}
+    for step in (s for s in inputs.scenario.steps if s.kind == "arping"):
+        a, want = arps.get(step.index), step.arping.expect
+        if a is None:
+            out.append({"backend": backend, "probe": step.arping.name, "dst": step.arping.ip or step.arping.service,
+                        "field": "arping", "expected": want or "a record", "got": "no arping record"})
+            continue
+        if not want:
+            continue
+        got = sorted(set(a.nodes))
+        if want == "none":
+            expected: list[str] = []
+        elif want == "holder":
+            lease = ctx["lease_of"].get(step.arping.service) if step.arping.service else next(
+                (name for name, e in ctx["leases"].items() if a.ip in e["ips"]), None)
+            holder = holder_at(obs.leases, lease, a.t) if lease else None
+            expected = [holder] if holder else ["<the lease holder: nobody held the lease>"]
+        else:
+            expected = [want]
+        if got != expected:
+            out.append({"backend": backend, "probe": step.arping.name, "dst": a.ip, "field": "arping",
+                        "expected": expected if want != "holder" else f"holder {expected}", "got": got})
+    return out
+
+
+def diff_l2(inputs: RunInputs, twin_obs: Observations, real_obs: Observations, twin: dict, real: dict,
+            ctx: dict) -> list[dict]:
+    """L2 disagreements, joined by key, with the tolerances the protocol allows:
+
+    * announced services (the leases that exist) must be the same set;
+    * which node holds a lease may differ, but every holder on either side must be
+      one of the twin's candidates for it, and after a fault that moves leases
+      (partition, agent-kill, node-crash) the next holder must not be the faulted node;
+    * arping: the same number of distinct answering nodes per step (expectations
+      are checked on each side alone);
+    * gratuitous ARP: the same set of IPs announced by GARP;
+    * L2 checks: the same (problem, lease) set — the node may differ with the holder;
+    * failover: the real outage (:func:`harness.analysis.failover_outage`, the same
+      definition for both) inside the twin's predicted interval ± ``outage_tolerance``;
+      persisting on both sides or on neither;
+    * lease transitions: the real count inside the twin's predicted interval."""
+    from harness.analysis import MOVING_FAULTS
+    st = inputs.scenario.settings
+    out: list[dict] = []
+    tl, rl = twin["leases"], real["leases"]
+    ta = {k for k, v in tl.items() if v["acquired"]}
+    ra = {k for k, v in rl.items() if v["acquired"]}
+    for k in sorted(ta ^ ra):
+        out.append({"key": k, "field": "announced", "twin": k in ta, "real": k in ra,
+                    "why": f"only the {'twin' if k in ta else 'real side'} elected a holder for this lease"})
+    for side, obs in (("twin", twin_obs), ("real", real_obs)):
+        for x in obs.leases:
+            cands = ctx["leases"].get(x.lease, {}).get("candidates", set())
+            if x.holder not in cands:
+                out.append({"key": x.key, "field": "holder", side: x.holder, "twin-candidates": sorted(cands),
+                            "why": f"the {side} holder is not one of the twin's candidate nodes for this lease"})
+    tf = {f["key"]: f for f in twin["failovers"]}
+    rf = {f["key"]: f for f in real["failovers"]}
+    for k in sorted(set(tf) | set(rf)):
+        a, b = tf.get(k), rf.get(k)
+        if a is None or b is None:
+            out.append({"key": k, "field": "<row>", "twin": a is not None, "real": b is not None,
+                        "why": f"only the {'twin' if a else 'real side'} recorded this fault"})
+            continue
+        for side, f in (("twin", a), ("real", b)):
+            if f["fault"] in MOVING_FAULTS and f["lease"] and f["new_holder"] == f["node"]:
+                out.append({"key": k, "field": "new holder", side: f["new_holder"],
+                            "why": f"after {f['fault']} of {f['node']} the {side} lease went back to the faulted node"})
+        if a["fault"] in MOVING_FAULTS and bool(a["new_holder"]) != bool(b["new_holder"]):
+            out.append({"key": k, "field": "failover", "twin": a["new_holder"], "real": b["new_holder"],
+                        "why": "one side moved the lease to another node after the fault, the other did not"})
+        if a["persisting"] != b["persisting"]:
+            out.append({"key": k, "field": "outage persists", "twin": a["persisting"], "real": b["persisting"],
+                        "why": "one side recovered before the loop ended, the other did not"})
+        pred = a.get("predicted_outage_s")
+        if pred is not None and not b["persisting"]:
+            lo, hi = pred
+            if not (lo - st.outage_tolerance_s <= b["outage_s"] <= hi + st.outage_tolerance_s):
+                out.append({"key": k, "field": "outage window", "twin": [round(lo, 3), round(hi, 3)],
+                            "real": b["outage_s"],
+                            "why": f"the real outage {b['outage_s']} s is outside the twin's predicted interval "
+                                   f"±{st.outage_tolerance_s} s (twin's own run: {a['outage_s']} s)"})
+    for name, a in sorted(tl.items()):
+        pred = a.get("predicted")
+        got = (rl.get(name) or {}).get("transitions", 0)
+        if pred is not None and not pred[0] <= got <= pred[1]:
+            out.append({"key": name, "field": "lease transitions", "twin": pred, "real": got,
+                        "why": "the real leaseTransitions (holder changes after the first acquisition) is outside "
+                               f"the twin's predicted interval (twin's own run: {a['transitions']})"})
+    out += diff_tables(twin["arping"], real["arping"], "key", [Field("answering")], ("twin", "real"),
+                       lambda x, y: f"distinct nodes answering ARP for {(y or x)['ip']}: twin {x['nodes']}, "
+                                    f"real {(y or {}).get('nodes')}")
+    tg, rg = set(twin["garp"]), set(real["garp"])
+    for ip in sorted(tg ^ rg):
+        out.append({"key": f"garp {ip}", "field": "<row>", "twin": ip in tg, "real": ip in rg,
+                    "why": f"only the {'twin' if ip in tg else 'real side'} saw a gratuitous ARP for {ip}"})
+    out += diff_tables(twin["checks"], real["checks"], "key", [Field("interface", required=False)],
+                       ("twin", "real"), lambda x, y: f"L2 consistency check on {(y or x)['node']}")
+    for side, m in (("twin", twin), ("real", real)):  # the node may differ, its role may not
+        for c in m["checks"]:
+            holders = (m["leases"].get(c["lease"]) or {}).get("holders", [])
+            if c["node"] not in holders:
+                out.append({"key": c["key"], "field": "node role", side: c["node"], f"{side}-holders": holders,
+                            "why": f"the {side} check names a node that never held the lease"})
+    return out
+
+
 def _annotate_predictions(inputs: RunInputs, meas: dict, predictions: list[dict]) -> None:
-    preds = {p["pod"]: p for p in predictions}
+    preds = {p["pod"]: p for p in predictions if "pod" in p}  # kill predictions (L2 ones have their own kinds)
     for k in meas["kills"]:
         if k["pod"] in preds:
             lo, hi = preds[k["pod"]]["outage_s"]
@@ -256,17 +388,27 @@ def run_scenario(path: str, backend: str = "both", out: str | None = None, seed:
     # the twin's own (its delays may be a what-if's); without it, the same prediction from the default delays
     predictions = observed["twin"].predictions if "twin" in observed else \
         kill_predictions(inputs.cluster, kill_loops(inputs.scenario))
+    l2 = needs_l2(inputs.scenario, inputs.cluster)
+    ctx = l2_context(inputs) if l2 else {}
+    for p in predictions:  # the tolerance the failover diff applies, for whoever renders the interval
+        if p.get("kind") == "failover":
+            p.setdefault("tolerance_s", inputs.scenario.settings.outage_tolerance_s)
     for name, obs in observed.items():
         failures += check_expectations(inputs.scenario, obs.flows, name)
         meas[name] = service_measurements(obs, inputs.scenario)
         _annotate_predictions(inputs, meas[name], predictions)
         failures += check_service_expectations(inputs, meas[name], name)
+        if l2:  # leases, arping, garp, checks, failovers (reports read measurements.failovers)
+            meas[name].update(l2_measurements(obs, inputs.scenario, predictions, ctx["lease_of"]))
+            failures += check_l2_expectations(inputs, obs, name, ctx)
     disagreements: list[dict] = []
     if "twin" in observed and "real" in observed:
         disagreements = diff_tables([f.as_dict() for f in observed["twin"].flows],
                                     [f.as_dict() for f in observed["real"].flows], "key",
                                     DIFF_FIELDS, ("twin", "real"), _explain)
         disagreements += diff_services(inputs, observed["twin"], observed["real"], meas["twin"], meas["real"])
+        if l2:
+            disagreements += diff_l2(inputs, observed["twin"], observed["real"], meas["twin"], meas["real"], ctx)
     first = next(iter(observed.values()), None)
     result = {
         "scenario": inputs.scenario.name, "file": path, "seed": seed, "backends": requested,
@@ -322,7 +464,8 @@ def run_scenario_cli(path: str, backend: str, out: str | None, seed: int) -> int
 
 
 DEMO_SCENARIOS = ("scenarios/seed-pod-to-pod.yaml", "scenarios/seed-service-socket-lb.yaml",
-                  "scenarios/seed-deathstar-l3l4.yaml", "scenarios/lb-backend-failover.yaml")
+                  "scenarios/seed-deathstar-l3l4.yaml", "scenarios/lb-backend-failover.yaml",
+                  "scenarios/seed-l2-announcements.yaml")
 
 
 def demo(out: str) -> int:

@@ -21,7 +21,19 @@ import time
 from harness.topology import REPO_ROOT
 from harness.errors import HarnessError
 from twin.model.observations import HoldResult, RequestRecord, SyscallFacts
-from twin.model.scenario import Hold, Traffic, service_key
+from twin.model.scenario import EXTERNAL, Hold, Traffic, service_key
+
+
+def first_lb_ip(cluster, key: str) -> str:
+    """The first LoadBalancer IP LB-IPAM gives service ``key`` in ``cluster`` (what traffic
+    ``from: external`` is sent to); a service without one is an error naming it."""
+    from twin.semantics.lbipam import allocate
+    alloc = allocate(cluster)
+    ips = alloc.ips.get(key) or ()
+    if not ips:
+        why = alloc.reasons.get(key, "no LoadBalancer IP")
+        raise HarnessError(f"service {key} has no LoadBalancer IP to send external traffic to ({why})")
+    return str(ips[0])
 
 
 def _client_argv(mode: str, ip: str, t: Traffic | Hold, timeout: float) -> list[str]:
@@ -44,15 +56,25 @@ class RealTraffic:
     def _service(self, dst: str):
         return self.rc.cluster.service(service_key(dst))
 
-    def _collect(self, t: Traffic, out: str) -> None:
+    def _frontend(self, t: Traffic) -> tuple[str, str]:
+        """(where the client runs, the IP it sends to): a pod and the ClusterIP, or the external
+        host on the LAN and the service's first LoadBalancer IP (north-south through the
+        node that answers ARP for it)."""
         svc = self._service(t.dst)
+        if t.src == EXTERNAL:
+            return EXTERNAL, first_lb_ip(self.rc.cluster, svc.key)
+        return t.src, str(svc.cluster_ip)
+
+    def _collect(self, t: Traffic, out: str, ip: str | None = None) -> None:
+        svc = self._service(t.dst)
+        ip = ip or str(svc.cluster_ip)
         for line in out.splitlines():
             try:
                 r = json.loads(line)
             except ValueError:
                 continue
             self.rows.append(RequestRecord(
-                name=t.name, i=r["i"], t=round(r["t"] - self.t0, 6), service=svc.key, frontend=f"{svc.cluster_ip}:{t.port}",
+                name=t.name, i=r["i"], t=round(r["t"] - self.t0, 6), service=svc.key, frontend=f"{ip}:{t.port}",
                 backend=f"{svc.namespace}/{r['backend']}" if r.get("backend") else None,
                 outcome=r["outcome"], status=r.get("status")))
 
@@ -60,23 +82,23 @@ class RealTraffic:
         return self.rc.topo.popen(pod, argv, text=True, cwd=str(REPO_ROOT), **kw)
 
     def requests(self, t: Traffic) -> None:
-        svc = self._service(t.dst)
-        proc = self._popen(t.src, _client_argv("requests", str(svc.cluster_ip), t, self.settings.request_timeout_s))
+        where, ip = self._frontend(t)
+        proc = self._popen(where, _client_argv("requests", ip, t, self.settings.request_timeout_s))
         out, err = proc.communicate(timeout=t.count * (t.interval_s + self.settings.request_timeout_s) + 30)
         if proc.returncode != 0:
             raise HarnessError(f"client for {t.name} failed: {err.strip()[:500]}")
-        self._collect(t, out)
+        self._collect(t, out, ip)
 
     def start_loop(self, t: Traffic) -> None:
-        svc = self._service(t.dst)
-        self.loops[t.name] = (self._popen(t.src, _client_argv("loop", str(svc.cluster_ip), t, self.settings.request_timeout_s)), t)
+        where, ip = self._frontend(t)
+        self.loops[t.name] = (self._popen(where, _client_argv("loop", ip, t, self.settings.request_timeout_s)), t, ip)
 
     def await_loop(self, name: str) -> None:
-        proc, t = self.loops.pop(name)
+        proc, t, ip = self.loops.pop(name)
         out, err = proc.communicate(timeout=t.duration_s + 60)
         if proc.returncode != 0:
             raise HarnessError(f"client loop {name} failed: {err.strip()[:500]}")
-        self._collect(t, out)
+        self._collect(t, out, ip)
 
     def hold(self, h: Hold, step: int = -1) -> None:
         svc = self._service(h.dst)
