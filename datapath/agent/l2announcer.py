@@ -361,7 +361,12 @@ class Elector:
             self.holding = False
             self.emit("lost", self.lease, reason="released")
         except Exception as exc:
+            # the elector stops all the same (client-go calls OnStoppedLeading when its context
+            # ends, released or not): the Lease expires on its own after leaseDuration
             self.emit("attempt-failed", self.lease, error=f"release: {_error_text(exc)}", holding=True)
+            self.holding = False
+            self.emit("lost", self.lease, reason=f"stopped; the release failed ({_error_text(exc)}): the Lease "
+                                                 "expires after leaseDuration")
 
 
 class ElectorProcess:
