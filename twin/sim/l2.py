@@ -45,7 +45,6 @@ reachable over the backup path when the scenario has one).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import simpy
@@ -86,6 +85,31 @@ class Lan:
             return False
         return node not in self.nic_down or self.backup_path
 
+    def route(self, node: str) -> str:
+        """The path a NEW connection from ``node`` to the API server takes: ``lan`` while
+        its LAN interface is up, else ``backup`` when the scenario has the backup path."""
+        return "backup" if node in self.nic_down and self.backup_path else "lan"
+
+    def conn_ok(self, node: str, conn: "Conn") -> bool:
+        """A packet of ``conn`` gets through (both ways) now.  A connection opened over the
+        LAN keeps the LAN interface's source address: when that interface is down its
+        packets are re-routed over the backup path but the server's replies go to the LAN
+        address and are lost, so only connections opened over a path that is up work."""
+        if node in self.crashed or node in self.partitioned:
+            return False
+        if conn.path == "lan":
+            return node not in self.nic_down
+        return self.backup_path
+
+
+@dataclass
+class Conn:
+    """One kept-alive HTTP connection of a node's API client, with the path (source
+    address) it was opened on."""
+
+    path: str
+    n: int
+
 
 @dataclass
 class Reply:
@@ -111,20 +135,27 @@ class LeaseApi(Component):
         rec = self.leases.get(lease)
         return rec[0].holder if rec and rec[0].holder else None
 
-    def request(self, node: str, rng, delays, op: str, lease: str, timeout: float,
+    def request(self, node: str, conn: Conn, new: bool, rng, delays, op: str, lease: str, timeout: float,
                 record: LeaseRecord | None = None, rv: int = 0):
-        """One request from ``node``'s elector; returns a :class:`Reply` (``timeout`` when
-        no answer came within ``timeout``: the server may still have executed it)."""
+        """One request from ``node``'s elector on connection ``conn`` (``new``: not yet
+        connected, a TCP handshake first); returns a :class:`Reply` (``timeout`` when no
+        answer came within ``timeout``: the server may still have executed it)."""
         done = self.env.event()
-        self.env.process(self._serve(node, rng, delays.lease_request.sample(rng), op, lease, record, rv, done))
+        connect = delays.lan_one_way.sample(rng) * 2 if new else 0.0
+        self.env.process(self._serve(node, conn, connect, delays.lease_request.sample(rng), op, lease, record, rv,
+                                     done))
         res = yield done | self.env.timeout(max(0.0, timeout))
         return done.value if done in res else Reply("timeout")
 
-    def _serve(self, node, rng, rtt, op, lease, record, rv, done):
-        if not self.lan.api_reachable(node):
+    def _serve(self, node, conn, connect, rtt, op, lease, record, rv, done):
+        if connect:  # SYN out, SYN-ACK back over the connection's path
+            if not self.lan.conn_ok(node, conn):
+                return
+            yield self.env.timeout(connect)
+        if not self.lan.conn_ok(node, conn):
             return
         yield self.env.timeout(rtt / 2)
-        if not self.lan.api_reachable(node):
+        if not self.lan.conn_ok(node, conn):
             return
         with self.server.request() as req:
             yield req
@@ -132,7 +163,7 @@ class LeaseApi(Component):
             yield self.env.timeout(svc.sample(self.rng))
             reply = self._execute(node, op, lease, record, rv)
         yield self.env.timeout(rtt / 2)
-        if self.lan.api_reachable(node):
+        if self.lan.conn_ok(node, conn):
             done.succeed(reply)
 
     def _execute(self, node, op, lease, record, rv) -> Reply:
@@ -204,21 +235,20 @@ class Elector(Component):
         env, rp = self.env, self.params.retry_period_s
         start = env.now
         deadline = start + self.params.renew_deadline_s
-        k = 1
+        fire = start + rp  # the poll timer, armed at the start; re-armed at each attempt (non-sliding)
+        if (yield from self._attempt(deadline)):
+            return True
         while True:
-            if (yield from self._attempt(deadline)):
-                return True
+            if fire >= deadline:  # the context ends first
+                yield env.timeout(max(0.0, deadline - env.now))
+                return False
+            if fire > env.now:
+                yield env.timeout(fire - env.now)
             if env.now >= deadline:
                 return False
-            tick = start + k * rp
-            if tick <= env.now:  # one missed tick is buffered: it fires at once
-                k = math.floor((env.now - start) / rp) + 1
-                continue
-            if tick >= deadline:
-                yield env.timeout(deadline - env.now)
-                return False
-            yield env.timeout(tick - env.now)
-            k += 1
+            fire = env.now + rp
+            if (yield from self._attempt(deadline)):
+                return True
 
     def _attempt(self, deadline):
         """``tryAcquireOrRenew``: Get, decide with the core, Create/Update."""
@@ -230,7 +260,9 @@ class Elector(Component):
             return False
         w = yield from self._call("create" if a.create else "update", deadline, a.write, r.rv)
         if w.status != "ok":
-            self.world.log("lease-attempt-failed", node=self.agent.node, lease=self.lease, op="write", status=w.status)
+            if w.status == "conflict":  # timeouts and throttling are logged where they happen
+                self.world.log("lease-attempt-failed", node=self.agent.node, lease=self.lease, op="write",
+                               status=w.status)
             return False
         self.core.written(a.write, self.env.now)
         return True
@@ -244,9 +276,19 @@ class Elector(Component):
             return Reply("throttled")
         if wait > 0:
             yield env.timeout(wait)
+        if deadline is not None and env.now >= deadline:  # the context ended while waiting: no request
+            self.world.log("lease-throttled", node=self.agent.node, lease=self.lease, op=op)
+            return Reply("throttled")
         timeout = (deadline - env.now) if deadline is not None else self.params.renew_deadline_s
-        return (yield from self.agent.l2.api.request(self.agent.node, self.rng, self.delays, op, self.lease, timeout,
-                                                           record, rv))
+        conn, new = self.agent.take_conn()
+        r = yield from self.agent.l2.api.request(self.agent.node, conn, new, self.rng, self.delays, op, self.lease,
+                                                 timeout, record, rv)
+        if r.status == "timeout":  # urllib3 closes a connection whose request failed
+            self.world.log("lease-attempt-failed", node=self.agent.node, lease=self.lease, op=op, status="timeout",
+                           path=conn.path)
+        else:  # an answer (also 404/409) was read in full: the connection is kept alive
+            self.agent.pool.append(conn)
+        return r
 
 
 class NodeL2(Component):
@@ -260,6 +302,9 @@ class NodeL2(Component):
         cluster = l2.twin.api.cluster
         self.params = election_params(cluster.values)
         self.bucket = TokenBucket(self.params.qps, self.params.burst, 0.0)
+        # the process's one ApiClient: urllib3's pool of kept-alive connections, LIFO
+        self.pool: list[Conn] = []
+        self.opened = 0
         self.electors: dict[str, Elector] = {}
         self.responder: set[tuple[str, str]] = set()  # (ip, interface)
         self.handled: set[str] = set()  # leases whose acquisition the agent has finished handling
@@ -300,6 +345,14 @@ class NodeL2(Component):
             if lease not in self.electors:
                 self.electors[lease] = Elector(self, lease, ips, ifaces)
                 self.world.log("elector-started", node=self.node, lease=lease)
+
+    def take_conn(self) -> tuple[Conn, bool]:
+        """A connection for one request: the most recently used idle one, or a new one
+        opened over the route that is up now (True: it must connect first)."""
+        if self.pool:
+            return self.pool.pop(), False
+        self.opened += 1
+        return Conn(self.l2.lan.route(self.node), self.opened), True
 
     def kill(self) -> None:
         self.dead = True
