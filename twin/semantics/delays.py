@@ -31,6 +31,10 @@ _CONTROL_PLANE = ("measured on this machine 2026-11-28 01:13 UTC on the real con
                   "read_namespaced_lease / replace_namespaced_lease calls of one Lease, one kept-alive connection, "
                   "2-core machine shared with other runs")
 
+_ELECTOR_STARTS = ("measured 2026-11-28 on the real side: 'started' events of datapath.agent.l2announcer "
+                   "(ElectorProcess.want starts one thread per lease, in lease order), scenarios/l2-rate-limit.yaml "
+                   "--backend both, three runs, two fresh elector processes each")
+
 
 @dataclass(frozen=True)
 class Delay:
@@ -111,6 +115,22 @@ class Delays:
         "max 20.9 ms (an earlier run of 100: p50 4.8, p90 8.6, max 14.5 ms). Used as the server's part "
         "(lease-request-rtt on top; twin sum p10/p50/p90/p99: 2.39/4.24/8.0/13.7 ms); requests queue for the "
         "one server")
+    elector_client_warmup: Delay = _d(
+        "elector-client-warmup", Uniform(24e-3, 50e-3),
+        f"{_ELECTOR_STARTS}: from the first elector's start to the third's, 24.4-49.4 ms (six process starts: "
+        "49.4, 25.2, 34.9, 24.4, 44.1, 27.4 ms), against 0.1-3.8 ms between later starts. Read as: a fresh "
+        "elector process's first API calls (the kubernetes client's first use) hold the interpreter lock that "
+        "long; the main thread starting electors and the threads whose replies arrived wait for it (the first "
+        "Get+Create of a fresh process took 36 ms in l2-nic-down against 7 ms warm)")
+    elector_start_second: Delay = _d(
+        "elector-start-second", Uniform(2e-3, 9e-3),
+        f"{_ELECTOR_STARTS}: between the first and the second elector's start 2.1-8.7 ms (4.4, 3.9, 4.6, 2.1, "
+        "2.8, 8.7 ms): the interpreter hands the lock back to the main thread once during the first thread's "
+        "first request (the 5 ms switch interval)")
+    elector_thread_gap: Delay = _d(
+        "elector-thread-gap", LogNormal(0.3e-3, 3.8e-3),
+        f"{_ELECTOR_STARTS}: between later elector starts, 0.1-3.8 ms (median 0.3 ms); also the order in "
+        "which threads waiting for the interpreter lock get it after the warm-up (each waits one draw)")
     responder_program: Delay = _d(
         "responder-program", Uniform(0.1e-3, 2e-3),
         "assumption: the agent writes (or deletes) the responder map entries (IP, ifindex) → MAC after "
@@ -145,7 +165,7 @@ class Delays:
 
 
 #: The delays only runs with L2 announcements use (field names).
-L2_DELAYS = ("lease_request", "api_lease_read", "api_lease_write", "responder_program", "garp_send", "lan_one_way")
+L2_DELAYS = ("lease_request", "elector_client_warmup", "elector_start_second", "elector_thread_gap", "api_lease_read", "api_lease_write", "responder_program", "garp_send", "lan_one_way")
 
 #: The twin's model.
 DELAYS = Delays()

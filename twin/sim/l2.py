@@ -195,8 +195,9 @@ class Elector(Component):
 
     kind = "elector"
 
-    def __init__(self, agent: "NodeL2", lease: str, ips: tuple, interfaces: tuple):
+    def __init__(self, agent: "NodeL2", lease: str, ips: tuple, interfaces: tuple, delay: float = 0.0):
         super().__init__(agent.world, f"{agent.node}/{lease}")
+        self.delay = delay  # the elector process starts its threads one after another
         self.agent, self.lease, self.ips, self.interfaces = agent, lease, ips, interfaces
         self.params = agent.params
         self.core = ElectorCore(agent.node, agent.params)
@@ -218,6 +219,9 @@ class Elector(Component):
     def _run(self):
         env = self.env
         try:
+            if self.delay > 0:
+                yield env.timeout(self.delay)
+            self.world.log("elector-started", node=self.agent.node, lease=self.lease)
             while True:
                 while not (yield from self._attempt(None)):
                     yield env.timeout(self.core.candidate_wait(self.rng))
@@ -283,6 +287,9 @@ class Elector(Component):
         conn, new = self.agent.take_conn()
         r = yield from self.agent.l2.api.request(self.agent.node, conn, new, self.rng, self.delays, op, self.lease,
                                                  timeout, record, rv)
+        warm = self.agent.warm_until
+        if warm is not None and env.now < warm:  # the fresh process's client holds the interpreter lock
+            yield env.timeout(warm - env.now + self.delays.elector_thread_gap.sample(self.rng))
         if r.status == "timeout":  # urllib3 closes a connection whose request failed
             self.world.log("lease-attempt-failed", node=self.agent.node, lease=self.lease, op=op, status="timeout",
                            path=conn.path)
@@ -305,6 +312,8 @@ class NodeL2(Component):
         # the process's one ApiClient: urllib3's pool of kept-alive connections, LIFO
         self.pool: list[Conn] = []
         self.opened = 0
+        # a fresh elector process: its first API calls warm the client up (see _start_offsets)
+        self.warm_until: float | None = None
         self.electors: dict[str, Elector] = {}
         self.responder: set[tuple[str, str]] = set()  # (ip, interface)
         self.handled: set[str] = set()  # leases whose acquisition the agent has finished handling
@@ -341,10 +350,28 @@ class NodeL2(Component):
                 if leading:  # ReleaseOnCancel: withdraw, then give the Lease up
                     self.lost(e)
                     self.env.process(e.release())
-        for lease, (ips, ifaces) in sorted(want.items()):
-            if lease not in self.electors:
-                self.electors[lease] = Elector(self, lease, ips, ifaces)
-                self.world.log("elector-started", node=self.node, lease=lease)
+        new = [lease for lease in sorted(want) if lease not in self.electors]
+        for lease, offset in zip(new, self._start_offsets(len(new))):
+            ips, ifaces = want[lease]
+            self.electors[lease] = Elector(self, lease, ips, ifaces, offset)
+
+    def _start_offsets(self, n: int) -> list[float]:
+        """When each of ``n`` new elector threads starts (``ElectorProcess.want``: one after
+        another, in lease order).  In a fresh process the first thread's first request warms
+        the API client up while holding the interpreter lock (``elector-client-warmup``): the
+        main thread gets it back once (``elector-start-second``), then only when the warm-up
+        ends; threads whose replies arrive meanwhile wait for it too."""
+        out, t, rng, d = [], 0.0, self.rng, self.delays
+        for k in range(n):
+            if k == 0:
+                if self.warm_until is None:
+                    self.warm_until = self.env.now + d.elector_client_warmup.sample(rng)
+            elif k == 1 and self.warm_until is not None and self.env.now < self.warm_until:
+                t += d.elector_start_second.sample(rng)
+            else:
+                t = max(t, (self.warm_until or 0.0) - self.env.now) + d.elector_thread_gap.sample(rng)
+            out.append(t)
+        return out
 
     def take_conn(self) -> tuple[Conn, bool]:
         """A connection for one request: the most recently used idle one, or a new one
