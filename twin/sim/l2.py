@@ -9,22 +9,32 @@ Components (each with its own random stream and named delays from
   ``resourceVersion``; Get / Create / Update, 409 on a stale version or an
   existing name.  One server (a SimPy ``Resource``): requests queue while it
   is busy (``api-lease-read`` / ``api-lease-write`` service time).  A request
-  travels ``lease-request-rtt / 2`` each way and is lost when the node cannot
-  reach the API server at that moment (partition, crash, LAN interface down
-  without the backup path); the elector then times out.
+  travels ``lease-request-rtt / 2`` each way on one of the node's kept-alive
+  connections (:class:`Conn`, urllib3's LIFO pool of the process's one
+  ApiClient) and is lost when that connection's packets do not get through
+  at that moment (:meth:`Lan.conn_ok`: partition, crash, or the interface it
+  was opened on is down — a connection opened over the LAN keeps the LAN
+  source address, so with the backup path its re-routed requests get no
+  reply); the elector then times out, the client drops the connection, and
+  the next request opens a new one over the path that is up.
 * :class:`Elector` (``elector``, ``<node>/<lease>``): client-go's algorithm
   driven through :class:`twin.semantics.election.ElectorCore`, as the real
   agents (``datapath.agent.l2announcer``) drive it: candidate loop with
   ``candidate_wait``; holder renewal at once after acquiring and then
   ``holder_wait`` after each renewal returned, each renewal attempting on a
-  ``retry_period`` ticker (a tick missed during an attempt fires right after
-  it) until it succeeds or ``renew_deadline`` has passed (lost at the
-  deadline; candidate again, keeping its observed record).  Every request
+  ``retry_period`` poll timer re-armed at each attempt (apimachinery's
+  non-sliding ``loopConditionUntilContext``: a timer that fired during an
+  attempt fires right after it) until it succeeds or ``renew_deadline`` has
+  passed (lost at the deadline; candidate again, keeping its observed
+  record).  Every request
   takes a token from the agent's :class:`~twin.semantics.election.TokenBucket`
   (shared by the node's electors); during a renewal a token that would come
-  after the deadline is given back and the attempt fails at once; a
-  renewal's request times out at the deadline, a candidate's after
-  ``renew_deadline``.
+  after the deadline is given back and the attempt fails at once (also when
+  the deadline passed while waiting: no request); a renewal's request times
+  out at the deadline, a candidate's after ``renew_deadline``.  A fresh
+  elector process starts its electors one after another and its first API
+  calls warm the client up (``elector-client-warmup``, ``elector-start-second``,
+  ``elector-thread-gap``: measured from the real electors' start events).
 * :class:`NodeL2` (``l2agent``, per node): watches the API server (after
   ``agent-regenerate``) for the announcements (:func:`twin.semantics.l2.announcements`)
   and runs an elector per announced service this node is a candidate for.
