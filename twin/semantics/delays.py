@@ -121,7 +121,10 @@ class Delays:
         "49.4, 25.2, 34.9, 24.4, 44.1, 27.4 ms), against 0.1-3.8 ms between later starts. Read as: a fresh "
         "elector process's first API calls (the kubernetes client's first use) hold the interpreter lock that "
         "long; the main thread starting electors and the threads whose replies arrived wait for it (the first "
-        "Get+Create of a fresh process took 36 ms in l2-nic-down against 7 ms warm)")
+        "Get+Create of a fresh process took 36 ms in l2-nic-down against 7 ms warm). The second thread, "
+        "started meanwhile, takes its first token only then, in an order the scheduler picks against the first "
+        "thread's Create: in 2 of 8 real process starts the first thread's Create took the burst's second token "
+        "before the second thread's Get (acquired 44 and 80 ms after its start)")
     elector_start_second: Delay = _d(
         "elector-start-second", Uniform(2e-3, 9e-3),
         f"{_ELECTOR_STARTS}: between the first and the second elector's start 2.1-8.7 ms (4.4, 3.9, 4.6, 2.1, "

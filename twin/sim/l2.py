@@ -283,6 +283,11 @@ class Elector(Component):
 
     def _call(self, op, deadline, record=None, rv=0):
         env, bucket = self.env, self.agent.bucket
+        warm = self.agent.warm_until
+        if warm is not None and env.now < warm and self is not self.agent.warming:
+            # another thread's first call holds the interpreter lock: this one runs (and takes
+            # its token) only when the warm-up ends, in an order the scheduler picks
+            yield env.timeout(warm - env.now + self.delays.elector_thread_gap.sample(self.rng))
         wait = bucket.reserve(env.now)
         if deadline is not None and env.now + wait > deadline:
             bucket.cancel()
@@ -324,6 +329,7 @@ class NodeL2(Component):
         self.opened = 0
         # a fresh elector process: its first API calls warm the client up (see _start_offsets)
         self.warm_until: float | None = None
+        self.warming: Elector | None = None  # the thread whose first call warms the client up
         self.electors: dict[str, Elector] = {}
         self.responder: set[tuple[str, str]] = set()  # (ip, interface)
         self.handled: set[str] = set()  # leases whose acquisition the agent has finished handling
@@ -361,9 +367,12 @@ class NodeL2(Component):
                     self.lost(e)
                     self.env.process(e.release())
         new = [lease for lease in sorted(want) if lease not in self.electors]
+        fresh = self.warm_until is None
         for lease, offset in zip(new, self._start_offsets(len(new))):
             ips, ifaces = want[lease]
             self.electors[lease] = Elector(self, lease, ips, ifaces, offset)
+            if fresh and self.warming is None:
+                self.warming = self.electors[lease]
 
     def _start_offsets(self, n: int) -> list[float]:
         """When each of ``n`` new elector threads starts (``ElectorProcess.want``: one after
