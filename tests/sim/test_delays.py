@@ -52,7 +52,7 @@ def test_impossible_parameters_are_refused(make):
 
 def test_every_delay_has_a_distinct_name_and_says_where_its_number_comes_from():
     names = [d.name for d in DELAYS.all()]
-    assert len(set(names)) == len(names) == 15
+    assert len(set(names)) == len(names) == 18
     for d in DELAYS.all():
         assert d.origin.startswith(("assumption", "measured")), d
 

@@ -195,6 +195,29 @@ def test_nic_down_with_a_backup_path_keeps_the_lease_the_outage_persists_and_the
     assert pred["persists"] and pred["outage_lo"] <= _outage(obs)["outage"] <= pred["outage_hi"]
 
 
+def test_nic_down_with_a_backup_path_loses_the_lease_once_on_the_lan_connection_and_retakes_it_over_mgmt0(tmp_path):
+    """The kept-alive API connection was opened over ens5 and keeps its source address: after
+    the interface goes down its request gets no reply until the renew deadline (lost), then a
+    new connection over the backup path works and the holder renews its own lease again."""
+    path = write_scenario(tmp_path, "nic3", failover_steps("nic-down"), {"request_timeout": "500ms",
+                                                                         "api_backup_path": True})
+    params = election_params(load(path).cluster.values)
+    for seed in range(1, 6):
+        obs = run(path, seed)
+        f = obs.faults[0]
+        lost = _events(obs, "lease-lost", node=f.node)
+        assert len(lost) == 1
+        # the renewal it happens in started at most one retry period (its token wait) before the fault
+        assert params.renew_deadline_s - params.retry_period_s - 0.05 <= lost[0].t - f.t \
+            <= params.renew_deadline_s + params.retry_period_s
+        timeouts = [e for e in _events(obs, "lease-attempt-failed", node=f.node, status="timeout") if e.t > f.t]
+        assert timeouts and all(e.get("path") == "lan" for e in timeouts)
+        again = [e for e in _events(obs, "lease-acquired", node=f.node) if e.t > lost[0].t]
+        assert again and len(obs.leases) == 1  # retaken by the same node: no holder change
+        renewed = [e for e in _events(obs, "lease", holder=f.node) if e.t > again[0].t]
+        assert renewed  # renewals keep succeeding over mgmt0
+
+
 def test_nic_down_without_a_backup_path_is_an_ordinary_failover(tmp_path):
     obs = run(write_scenario(tmp_path, "nic2", failover_steps("nic-down"), {"request_timeout": "500ms"}), seed=2)
     f = obs.faults[0]

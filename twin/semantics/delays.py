@@ -25,6 +25,15 @@ _K8S_CLIENT_RTT = ("measured on this machine 2026-11-28: the kubernetes Python c
                    "min 0.37 ms, p50 0.58 ms, p99 1.26 ms (a read+replace pair: p50 1.29 ms, p99 1.97 ms). Without "
                    "TCP_NODELAY on the server the same round trip is 44 ms (Nagle + delayed ACK): an API server "
                    "that writes headers and body separately must set it")
+_CONTROL_PLANE = ("measured on this machine 2026-11-28 01:13 UTC on the real control plane: the kubernetes Python "
+                  "client in k8s-w1's network namespace (RealTopology with l2) against the project's Lease API "
+                  "server (harness.apiserver ControlPlane, etcd-backed) across the LAN, 300 alternating "
+                  "read_namespaced_lease / replace_namespaced_lease calls of one Lease, one kept-alive connection, "
+                  "2-core machine shared with other runs")
+
+_ELECTOR_STARTS = ("measured 2026-11-28 on the real side: 'started' events of datapath.agent.l2announcer "
+                   "(ElectorProcess.want starts one thread per lease, in lease order), scenarios/l2-rate-limit.yaml "
+                   "--backend both, three runs, two fresh elector processes each")
 
 
 @dataclass(frozen=True)
@@ -95,14 +104,36 @@ class Delays:
         "without the server's service time: client-side (de)serialisation plus the HTTP round trip (the "
         "LAN's veth/bridge hops add tens of microseconds); each leg is half of one draw")
     api_lease_read: Delay = _d(
-        "api-lease-read", Uniform(0.1e-3, 1e-3),
-        "assumption: the API server's service time for a Lease Get (an etcd range read of one key on a "
-        "local etcd); requests queue for the one server")
+        "api-lease-read", LogNormal(1.45e-3, 6.0e-3),
+        f"{_CONTROL_PLANE}: Get end to end p10 1.45 ms, p50 2.04 ms, p90 3.35 ms, p99 7.1 ms, max 7.2 ms. "
+        "Used as the server's part (lease-request-rtt is drawn on top): median 2.04 - 0.6 ms, p99 set so the "
+        "sum's quantiles match (twin sum p10/p50/p90/p99: 1.25/2.11/3.83/6.76 ms); requests queue for the "
+        "one server")
     api_lease_write: Delay = _d(
-        "api-lease-write", Uniform(1e-3, 5e-3),
-        "assumption: the API server's service time for a Lease Create/Update (an etcd transaction with "
-        "resourceVersion compare and one fsync; the run's etcd keeps its data in the run's temporary "
-        "folder); requests queue for the one server")
+        "api-lease-write", LogNormal(3.6e-3, 13.0e-3),
+        f"{_CONTROL_PLANE}: Update (replace) end to end p10 3.05 ms, p50 4.26 ms, p90 7.36 ms, p99 14.5 ms, "
+        "max 20.9 ms (an earlier run of 100: p50 4.8, p90 8.6, max 14.5 ms). Used as the server's part "
+        "(lease-request-rtt on top; twin sum p10/p50/p90/p99: 2.39/4.24/8.0/13.7 ms); requests queue for the "
+        "one server")
+    elector_client_warmup: Delay = _d(
+        "elector-client-warmup", Uniform(24e-3, 50e-3),
+        f"{_ELECTOR_STARTS}: from the first elector's start to the third's, 24.4-49.4 ms (six process starts: "
+        "49.4, 25.2, 34.9, 24.4, 44.1, 27.4 ms), against 0.1-3.8 ms between later starts. Read as: a fresh "
+        "elector process's first API calls (the kubernetes client's first use) hold the interpreter lock that "
+        "long; the main thread starting electors and the threads whose replies arrived wait for it (the first "
+        "Get+Create of a fresh process took 36 ms in l2-nic-down against 7 ms warm). The second thread, "
+        "started meanwhile, takes its first token only then, in an order the scheduler picks against the first "
+        "thread's Create: in 2 of 8 real process starts the first thread's Create took the burst's second token "
+        "before the second thread's Get (acquired 44 and 80 ms after its start)")
+    elector_start_second: Delay = _d(
+        "elector-start-second", Uniform(2e-3, 9e-3),
+        f"{_ELECTOR_STARTS}: between the first and the second elector's start 2.1-8.7 ms (4.4, 3.9, 4.6, 2.1, "
+        "2.8, 8.7 ms): the interpreter hands the lock back to the main thread once during the first thread's "
+        "first request (the 5 ms switch interval)")
+    elector_thread_gap: Delay = _d(
+        "elector-thread-gap", LogNormal(0.3e-3, 3.8e-3),
+        f"{_ELECTOR_STARTS}: between later elector starts, 0.1-3.8 ms (median 0.3 ms); also the order in "
+        "which threads waiting for the interpreter lock get it after the warm-up (each waits one draw)")
     responder_program: Delay = _d(
         "responder-program", Uniform(0.1e-3, 2e-3),
         "assumption: the agent writes (or deletes) the responder map entries (IP, ifindex) → MAC after "
@@ -137,7 +168,7 @@ class Delays:
 
 
 #: The delays only runs with L2 announcements use (field names).
-L2_DELAYS = ("lease_request", "api_lease_read", "api_lease_write", "responder_program", "garp_send", "lan_one_way")
+L2_DELAYS = ("lease_request", "elector_client_warmup", "elector_start_second", "elector_thread_gap", "api_lease_read", "api_lease_write", "responder_program", "garp_send", "lan_one_way")
 
 #: The twin's model.
 DELAYS = Delays()

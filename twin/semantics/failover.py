@@ -43,7 +43,9 @@ its LB state and only withdraws its responder after the renew deadline;
 ``agent-kill``: responder and LB stay) predict no outage while requests keep
 the external host's entry confirmed.  ``nic-down`` predicts an outage that
 persists (the node keeps renewing over the backup path; nobody else takes
-over).
+over: its kept-alive API connection, opened over the LAN, gets no replies, so
+it loses its leadership once at the renew deadline and retakes its own lease
+over a new connection on the backup path).
 """
 from __future__ import annotations
 
@@ -158,7 +160,9 @@ def outage_bounds(kind: str, t: FailoverTiming, backend_on_node: bool = False) -
     if kind == "nic-down":
         lo = max(0.0, t.remaining_s - iv - 2 * to)
         return OutageBounds(lo, t.remaining_s, True, (
-            "nic-down: the holder keeps renewing over the backup path (or, without one, loses the lease after "
+            "nic-down: the holder keeps renewing over the backup path (its kept-alive LAN connection gets no "
+            "replies: one leadership lost at the renew deadline, retaken at once over a new connection on the "
+            "backup path; or, without one, loses the lease after "
             f"RD={p.renew_deadline_s:g}s but nothing moves the external host's entry sooner than its revalidation), "
             "its LAN interface drops every frame: requests fail until the loop ends"))
     if kind != "node-crash":

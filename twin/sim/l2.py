@@ -9,22 +9,32 @@ Components (each with its own random stream and named delays from
   ``resourceVersion``; Get / Create / Update, 409 on a stale version or an
   existing name.  One server (a SimPy ``Resource``): requests queue while it
   is busy (``api-lease-read`` / ``api-lease-write`` service time).  A request
-  travels ``lease-request-rtt / 2`` each way and is lost when the node cannot
-  reach the API server at that moment (partition, crash, LAN interface down
-  without the backup path); the elector then times out.
+  travels ``lease-request-rtt / 2`` each way on one of the node's kept-alive
+  connections (:class:`Conn`, urllib3's LIFO pool of the process's one
+  ApiClient) and is lost when that connection's packets do not get through
+  at that moment (:meth:`Lan.conn_ok`: partition, crash, or the interface it
+  was opened on is down — a connection opened over the LAN keeps the LAN
+  source address, so with the backup path its re-routed requests get no
+  reply); the elector then times out, the client drops the connection, and
+  the next request opens a new one over the path that is up.
 * :class:`Elector` (``elector``, ``<node>/<lease>``): client-go's algorithm
   driven through :class:`twin.semantics.election.ElectorCore`, as the real
   agents (``datapath.agent.l2announcer``) drive it: candidate loop with
   ``candidate_wait``; holder renewal at once after acquiring and then
   ``holder_wait`` after each renewal returned, each renewal attempting on a
-  ``retry_period`` ticker (a tick missed during an attempt fires right after
-  it) until it succeeds or ``renew_deadline`` has passed (lost at the
-  deadline; candidate again, keeping its observed record).  Every request
+  ``retry_period`` poll timer re-armed at each attempt (apimachinery's
+  non-sliding ``loopConditionUntilContext``: a timer that fired during an
+  attempt fires right after it) until it succeeds or ``renew_deadline`` has
+  passed (lost at the deadline; candidate again, keeping its observed
+  record).  Every request
   takes a token from the agent's :class:`~twin.semantics.election.TokenBucket`
   (shared by the node's electors); during a renewal a token that would come
-  after the deadline is given back and the attempt fails at once; a
-  renewal's request times out at the deadline, a candidate's after
-  ``renew_deadline``.
+  after the deadline is given back and the attempt fails at once (also when
+  the deadline passed while waiting: no request); a renewal's request times
+  out at the deadline, a candidate's after ``renew_deadline``.  A fresh
+  elector process starts its electors one after another and its first API
+  calls warm the client up (``elector-client-warmup``, ``elector-start-second``,
+  ``elector-thread-gap``: measured from the real electors' start events).
 * :class:`NodeL2` (``l2agent``, per node): watches the API server (after
   ``agent-regenerate``) for the announcements (:func:`twin.semantics.l2.announcements`)
   and runs an elector per announced service this node is a candidate for.
@@ -45,7 +55,6 @@ reachable over the backup path when the scenario has one).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import simpy
@@ -86,6 +95,31 @@ class Lan:
             return False
         return node not in self.nic_down or self.backup_path
 
+    def route(self, node: str) -> str:
+        """The path a NEW connection from ``node`` to the API server takes: ``lan`` while
+        its LAN interface is up, else ``backup`` when the scenario has the backup path."""
+        return "backup" if node in self.nic_down and self.backup_path else "lan"
+
+    def conn_ok(self, node: str, conn: "Conn") -> bool:
+        """A packet of ``conn`` gets through (both ways) now.  A connection opened over the
+        LAN keeps the LAN interface's source address: when that interface is down its
+        packets are re-routed over the backup path but the server's replies go to the LAN
+        address and are lost, so only connections opened over a path that is up work."""
+        if node in self.crashed or node in self.partitioned:
+            return False
+        if conn.path == "lan":
+            return node not in self.nic_down
+        return self.backup_path
+
+
+@dataclass
+class Conn:
+    """One kept-alive HTTP connection of a node's API client, with the path (source
+    address) it was opened on."""
+
+    path: str
+    n: int
+
 
 @dataclass
 class Reply:
@@ -111,20 +145,27 @@ class LeaseApi(Component):
         rec = self.leases.get(lease)
         return rec[0].holder if rec and rec[0].holder else None
 
-    def request(self, node: str, rng, delays, op: str, lease: str, timeout: float,
+    def request(self, node: str, conn: Conn, new: bool, rng, delays, op: str, lease: str, timeout: float,
                 record: LeaseRecord | None = None, rv: int = 0):
-        """One request from ``node``'s elector; returns a :class:`Reply` (``timeout`` when
-        no answer came within ``timeout``: the server may still have executed it)."""
+        """One request from ``node``'s elector on connection ``conn`` (``new``: not yet
+        connected, a TCP handshake first); returns a :class:`Reply` (``timeout`` when no
+        answer came within ``timeout``: the server may still have executed it)."""
         done = self.env.event()
-        self.env.process(self._serve(node, rng, delays.lease_request.sample(rng), op, lease, record, rv, done))
+        connect = delays.lan_one_way.sample(rng) * 2 if new else 0.0
+        self.env.process(self._serve(node, conn, connect, delays.lease_request.sample(rng), op, lease, record, rv,
+                                     done))
         res = yield done | self.env.timeout(max(0.0, timeout))
         return done.value if done in res else Reply("timeout")
 
-    def _serve(self, node, rng, rtt, op, lease, record, rv, done):
-        if not self.lan.api_reachable(node):
+    def _serve(self, node, conn, connect, rtt, op, lease, record, rv, done):
+        if connect:  # SYN out, SYN-ACK back over the connection's path
+            if not self.lan.conn_ok(node, conn):
+                return
+            yield self.env.timeout(connect)
+        if not self.lan.conn_ok(node, conn):
             return
         yield self.env.timeout(rtt / 2)
-        if not self.lan.api_reachable(node):
+        if not self.lan.conn_ok(node, conn):
             return
         with self.server.request() as req:
             yield req
@@ -132,7 +173,7 @@ class LeaseApi(Component):
             yield self.env.timeout(svc.sample(self.rng))
             reply = self._execute(node, op, lease, record, rv)
         yield self.env.timeout(rtt / 2)
-        if self.lan.api_reachable(node):
+        if self.lan.conn_ok(node, conn):
             done.succeed(reply)
 
     def _execute(self, node, op, lease, record, rv) -> Reply:
@@ -164,8 +205,9 @@ class Elector(Component):
 
     kind = "elector"
 
-    def __init__(self, agent: "NodeL2", lease: str, ips: tuple, interfaces: tuple):
+    def __init__(self, agent: "NodeL2", lease: str, ips: tuple, interfaces: tuple, delay: float = 0.0):
         super().__init__(agent.world, f"{agent.node}/{lease}")
+        self.delay = delay  # the elector process starts its threads one after another
         self.agent, self.lease, self.ips, self.interfaces = agent, lease, ips, interfaces
         self.params = agent.params
         self.core = ElectorCore(agent.node, agent.params)
@@ -187,6 +229,9 @@ class Elector(Component):
     def _run(self):
         env = self.env
         try:
+            if self.delay > 0:
+                yield env.timeout(self.delay)
+            self.world.log("elector-started", node=self.agent.node, lease=self.lease)
             while True:
                 while not (yield from self._attempt(None)):
                     yield env.timeout(self.core.candidate_wait(self.rng))
@@ -204,21 +249,20 @@ class Elector(Component):
         env, rp = self.env, self.params.retry_period_s
         start = env.now
         deadline = start + self.params.renew_deadline_s
-        k = 1
+        fire = start + rp  # the poll timer, armed at the start; re-armed at each attempt (non-sliding)
+        if (yield from self._attempt(deadline)):
+            return True
         while True:
-            if (yield from self._attempt(deadline)):
-                return True
+            if fire >= deadline:  # the context ends first
+                yield env.timeout(max(0.0, deadline - env.now))
+                return False
+            if fire > env.now:
+                yield env.timeout(fire - env.now)
             if env.now >= deadline:
                 return False
-            tick = start + k * rp
-            if tick <= env.now:  # one missed tick is buffered: it fires at once
-                k = math.floor((env.now - start) / rp) + 1
-                continue
-            if tick >= deadline:
-                yield env.timeout(deadline - env.now)
-                return False
-            yield env.timeout(tick - env.now)
-            k += 1
+            fire = env.now + rp
+            if (yield from self._attempt(deadline)):
+                return True
 
     def _attempt(self, deadline):
         """``tryAcquireOrRenew``: Get, decide with the core, Create/Update."""
@@ -230,13 +274,20 @@ class Elector(Component):
             return False
         w = yield from self._call("create" if a.create else "update", deadline, a.write, r.rv)
         if w.status != "ok":
-            self.world.log("lease-attempt-failed", node=self.agent.node, lease=self.lease, op="write", status=w.status)
+            if w.status == "conflict":  # timeouts and throttling are logged where they happen
+                self.world.log("lease-attempt-failed", node=self.agent.node, lease=self.lease, op="write",
+                               status=w.status)
             return False
         self.core.written(a.write, self.env.now)
         return True
 
     def _call(self, op, deadline, record=None, rv=0):
         env, bucket = self.env, self.agent.bucket
+        warm = self.agent.warm_until
+        if warm is not None and env.now < warm and self is not self.agent.warming:
+            # another thread's first call holds the interpreter lock: this one runs (and takes
+            # its token) only when the warm-up ends, in an order the scheduler picks
+            yield env.timeout(warm - env.now + self.delays.elector_thread_gap.sample(self.rng))
         wait = bucket.reserve(env.now)
         if deadline is not None and env.now + wait > deadline:
             bucket.cancel()
@@ -244,9 +295,22 @@ class Elector(Component):
             return Reply("throttled")
         if wait > 0:
             yield env.timeout(wait)
+        if deadline is not None and env.now >= deadline:  # the context ended while waiting: no request
+            self.world.log("lease-throttled", node=self.agent.node, lease=self.lease, op=op)
+            return Reply("throttled")
         timeout = (deadline - env.now) if deadline is not None else self.params.renew_deadline_s
-        return (yield from self.agent.l2.api.request(self.agent.node, self.rng, self.delays, op, self.lease, timeout,
-                                                           record, rv))
+        conn, new = self.agent.take_conn()
+        r = yield from self.agent.l2.api.request(self.agent.node, conn, new, self.rng, self.delays, op, self.lease,
+                                                 timeout, record, rv)
+        warm = self.agent.warm_until
+        if warm is not None and env.now < warm:  # the fresh process's client holds the interpreter lock
+            yield env.timeout(warm - env.now + self.delays.elector_thread_gap.sample(self.rng))
+        if r.status == "timeout":  # urllib3 closes a connection whose request failed
+            self.world.log("lease-attempt-failed", node=self.agent.node, lease=self.lease, op=op, status="timeout",
+                           path=conn.path)
+        else:  # an answer (also 404/409) was read in full: the connection is kept alive
+            self.agent.pool.append(conn)
+        return r
 
 
 class NodeL2(Component):
@@ -260,6 +324,12 @@ class NodeL2(Component):
         cluster = l2.twin.api.cluster
         self.params = election_params(cluster.values)
         self.bucket = TokenBucket(self.params.qps, self.params.burst, 0.0)
+        # the process's one ApiClient: urllib3's pool of kept-alive connections, LIFO
+        self.pool: list[Conn] = []
+        self.opened = 0
+        # a fresh elector process: its first API calls warm the client up (see _start_offsets)
+        self.warm_until: float | None = None
+        self.warming: Elector | None = None  # the thread whose first call warms the client up
         self.electors: dict[str, Elector] = {}
         self.responder: set[tuple[str, str]] = set()  # (ip, interface)
         self.handled: set[str] = set()  # leases whose acquisition the agent has finished handling
@@ -296,10 +366,39 @@ class NodeL2(Component):
                 if leading:  # ReleaseOnCancel: withdraw, then give the Lease up
                     self.lost(e)
                     self.env.process(e.release())
-        for lease, (ips, ifaces) in sorted(want.items()):
-            if lease not in self.electors:
-                self.electors[lease] = Elector(self, lease, ips, ifaces)
-                self.world.log("elector-started", node=self.node, lease=lease)
+        new = [lease for lease in sorted(want) if lease not in self.electors]
+        fresh = self.warm_until is None
+        for lease, offset in zip(new, self._start_offsets(len(new))):
+            ips, ifaces = want[lease]
+            self.electors[lease] = Elector(self, lease, ips, ifaces, offset)
+            if fresh and self.warming is None:
+                self.warming = self.electors[lease]
+
+    def _start_offsets(self, n: int) -> list[float]:
+        """When each of ``n`` new elector threads starts (``ElectorProcess.want``: one after
+        another, in lease order).  In a fresh process the first thread's first request warms
+        the API client up while holding the interpreter lock (``elector-client-warmup``): the
+        main thread gets it back once (``elector-start-second``), then only when the warm-up
+        ends; threads whose replies arrive meanwhile wait for it too."""
+        out, t, rng, d = [], 0.0, self.rng, self.delays
+        for k in range(n):
+            if k == 0:
+                if self.warm_until is None:
+                    self.warm_until = self.env.now + d.elector_client_warmup.sample(rng)
+            elif k == 1 and self.warm_until is not None and self.env.now < self.warm_until:
+                t += d.elector_start_second.sample(rng)
+            else:
+                t = max(t, (self.warm_until or 0.0) - self.env.now) + d.elector_thread_gap.sample(rng)
+            out.append(t)
+        return out
+
+    def take_conn(self) -> tuple[Conn, bool]:
+        """A connection for one request: the most recently used idle one, or a new one
+        opened over the route that is up now (True: it must connect first)."""
+        if self.pool:
+            return self.pool.pop(), False
+        self.opened += 1
+        return Conn(self.l2.lan.route(self.node), self.opened), True
 
     def kill(self) -> None:
         self.dead = True
