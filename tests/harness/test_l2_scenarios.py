@@ -252,7 +252,12 @@ def test_repeat_records_every_real_outage_against_the_twin_interval_and_tests_th
     assert [x["outage_s"] for x in e["real_runs"]] == [2.95, 3.45, 6.95]
     assert [x["inside"] for x in e["real_runs"]] == [True, True, False] and not e["all_inside_tolerance"]
     assert e["ks"]["n"] == 3 and e["ks"]["m"] == 4 and 0 <= e["ks"]["p_value"] <= 1
+    # at the loop's resolution (the scenario's loop interval): outages in whole request intervals
+    res = e["resolution_s"]
+    assert e["ks_at_resolution"]["n"] == 3 and sum(v["real"] for v in e["histogram"].values()) == 3
+    assert e["histogram"][f"{round(2.95 / res) * res:.1f}"]["real"] >= 1
     md = repeat.render_md([r], {"when": "now", "host": "h", "kernel": "k"})
+    assert "the same at the measurement's resolution" in md
     assert "| 3 | 6.95 | 2 | k8s-w1 → k8s-w2 | NO | NO |" in md
 
 
