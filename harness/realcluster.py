@@ -214,9 +214,12 @@ class RealCluster:
 
     def wait(self, version: int, timeout: float = 60.0) -> dict:
         """node -> the report of the reconcile that reached ``version``; a failed
-        reconcile on any node raises TwinError naming the nodes and the error."""
+        reconcile on any node raises TwinError naming the nodes and the error.  A killed
+        agent (the ``agent-kill``/``node-crash`` faults) reconciles nothing any more, as a
+        dead Cilium agent: it is not waited for (the twin freezes its view the same way)."""
         deadline = time.monotonic() + timeout  # one deadline for all nodes, not one each
-        reports = {n: a.wait_for(version, max(0.0, deadline - time.monotonic())) for n, a in self.agents.items()}
+        reports = {n: a.wait_for(version, max(0.0, deadline - time.monotonic())) for n, a in self.agents.items()
+                   if a.killed is None}
         failed: dict[str, list[str]] = {}
         for n, r in reports.items():
             if not r.ok:

@@ -421,3 +421,30 @@ def test_fault_and_arping_steps_act_on_the_holder_the_api_server_names(tmp_path)
     assert {e["event"] for e in log} >= {"fault", "arping"}
     rc._external_pools()
     assert ("pool", "10.10.200.0/29") in rc.topo.calls
+
+
+@pure
+def test_a_killed_agent_is_not_waited_for_and_a_live_agents_failure_still_fails_the_publish():
+    from harness.realcluster import RealCluster
+    from twin.model.findings import TwinError
+
+    class Report:
+        def __init__(self, ok, error=""):
+            self.ok, self.error, self.seconds, self.changes = ok, error, 0.0, {}
+
+    class Agent:
+        def __init__(self, killed=None, ok=True):
+            self.killed, self.ok, self.asked = killed, ok, []
+
+        def wait_for(self, version, timeout):
+            self.asked.append(version)
+            if self.killed is not None:
+                raise AssertionError("a killed agent reconciles nothing: nobody may wait for it")
+            return Report(self.ok, "" if self.ok else "boom")
+
+    rc = RealCluster.__new__(RealCluster)
+    rc.agents = {"k8s-w1": Agent(killed=12.5), "k8s-w2": Agent()}
+    assert set(rc.wait(3)) == {"k8s-w2"} and rc.agents["k8s-w2"].asked == [3]
+    rc.agents["k8s-w2"] = Agent(ok=False)
+    with pytest.raises(TwinError, match="k8s-w2: boom"):
+        rc.wait(4)
