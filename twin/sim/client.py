@@ -19,6 +19,22 @@ from twin.sim.world import Component
 HOLD_ATTEMPTS = 50
 
 
+def request_loop(env, world, t: Traffic, one):
+    """The pacing of a ``requests``/``loop`` step, for every kind of client: ``one(t, n)``
+    (a SimPy generator returning the RequestRecord) every ``interval``, ``count`` times
+    or for ``duration`` when it runs as a loop."""
+    n = 0
+    end = env.now + t.duration_s if t.background else None
+    while (end is None and n < t.count) or (end is not None and env.now < end):
+        start = env.now
+        rec = yield from one(t, n)
+        world.obs.requests.append(rec)
+        n += 1
+        wait = t.interval_s - (env.now - start)
+        if wait > 0:
+            yield env.timeout(wait)
+
+
 class Client(Component):
     kind = "client"
 
@@ -66,17 +82,12 @@ class Client(Component):
 
     def run_requests(self, t: Traffic):
         """``count`` requests, or requests for ``duration`` when it runs as a loop, every ``interval``."""
-        env, n = self.env, 0
-        end = env.now + t.duration_s if t.background else None
-        while (end is None and n < t.count) or (end is not None and env.now < end):
-            start = env.now
-            rec = self.one_request(t, n)
-            yield env.timeout(self._cost(rec))
-            self.world.obs.requests.append(rec)
-            n += 1
-            wait = t.interval_s - (env.now - start)
-            if wait > 0:
-                yield env.timeout(wait)
+        yield from request_loop(self.env, self.world, t, self._request)
+
+    def _request(self, t: Traffic, n: int):
+        rec = self.one_request(t, n)
+        yield self.env.timeout(self._cost(rec))
+        return rec
 
     def start_loop(self, t: Traffic):
         return self.env.process(self.run_requests(t))

@@ -69,6 +69,7 @@ from twin.semantics.failover import DELAY_FIRST_PROBE_S, LOCKTIME_S, MCAST_SOLIC
 from twin.semantics.l2 import election_params, lease_name
 from twin.semantics.lb import choose, frontend
 from twin.semantics.northsouth import north_south_path
+from twin.sim.client import request_loop
 from twin.sim.world import Component, World
 
 #: ``arping`` sends one who-has per second (iputils arping's default interval)
@@ -685,16 +686,7 @@ class ExternalClient(Component):
         self.l2: L2 = twin.l2
 
     def run_requests(self, t: Traffic):
-        env, n = self.env, 0
-        end = env.now + t.duration_s if t.background else None
-        while (end is None and n < t.count) or (end is not None and env.now < end):
-            start = env.now
-            rec = yield from self._one(t, n)
-            self.world.obs.requests.append(rec)
-            n += 1
-            wait = t.interval_s - (env.now - start)
-            if wait > 0:
-                yield env.timeout(wait)
+        yield from request_loop(self.env, self.world, t, self._one)
 
     def start_loop(self, t: Traffic):
         return self.env.process(self.run_requests(t))
