@@ -324,6 +324,13 @@ class _RealSteps:
     def on_label(self, step: Step) -> None:
         self._change(step)
 
+    def on_annotate(self, step: Step) -> None:
+        self._change(step)
+
+    def on_throughput(self, step: Step) -> None:
+        from harness.errors import HarnessError
+        raise HarnessError("throughput steps on the real datapath: issue 8, in progress")
+
     def _need_l2(self, step: Step) -> None:
         if self.rc.l2 is None:
             from harness.errors import HarnessError

@@ -36,8 +36,9 @@ def test_bandwidth_annotation_without_bandwidth_manager_has_no_effect_and_warns(
 
 
 def test_out_of_range_bandwidth_is_applied_unchecked_but_warned_about():
+    # 10 bit/s is 1 byte/s in Cilium's map (10 / 8, truncated): enforced as 8 bit/s
     v = view(docs_text(pod("p", annotations={BW: "10"})), values="bandwidthManager: {enabled: true}\n")
-    assert v.egress_bandwidth(v.cluster.pod("default/p"))[0] == 10
+    assert v.egress_bandwidth(v.cluster.pod("default/p"))[0] == 8
     w = warnings_of(v.all_findings(), "Pod default/p")
     assert len(w) == 1 and "1 kbit/s" in w[0].message
 

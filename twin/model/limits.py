@@ -29,3 +29,7 @@ MAX_DURATION_S = 7 * 24 * 3600.0
 #: k8sClientRateLimit qps and burst above this are refused (a token bucket of a
 #: billion tokens is a typo, and virtual time would not cope with it)
 MAX_CLIENT_QPS = 100_000
+#: longest ``throughput`` step (a real iperf3 run lasts that long)
+MAX_THROUGHPUT_S = 300.0
+#: most parallel streams of one ``throughput`` step (iperf3 -P)
+MAX_PARALLEL_STREAMS = 16

@@ -368,6 +368,18 @@ class Cluster:
                                              for n in self.nodes))
         raise KeyError(f"{kind}/{key}")
 
+    def with_annotations(self, kind: str, key: str, set_: Mapping[str, str] = {},
+                         remove: tuple[str, ...] = ()) -> "Cluster":
+        """An ``annotate`` step: set and remove annotations of a ``Pod`` (key ns/name).
+        KeyError when there is no such pod."""
+        if kind != "Pod":
+            raise KeyError(f"{kind}/{key}")
+        pod = self.pod(key)
+        d = {k: v for k, v in dict(pod.annotations).items() if k not in remove}
+        d.update(set_)
+        new = replace(pod, annotations=tuple(sorted(d.items())))
+        return replace(self, pods=tuple(new if p is pod else p for p in self.pods))
+
     def without_policy(self, key: str) -> "Cluster":
         if not any(p.key == key for p in self.policies):
             raise KeyError(key)

@@ -13,6 +13,8 @@ written to ``result.json`` (with the key included).
 * :class:`ArpObservation` ARP seen by the external host: an ``arping`` step's replies, or a gratuitous ARP
 * :class:`FaultRecord`  a ``fault`` step: what was done to which node, and when
 * :class:`L2Check`      the consistency check's finding: a lease holder that cannot answer ARP
+* :class:`ThroughputRecord` a ``throughput`` step: goodput measured (real) or predicted with an interval (twin)
+* :class:`RateInterval` one sampling interval of a throughput step
 * :class:`Event`        one line of a backend's time-ordered event log
 * :class:`Observations` everything one backend observed in one run
 """
@@ -241,6 +243,83 @@ class L2Check:
 
 
 @dataclass(frozen=True)
+class Rate:
+    """A goodput in bit/s; the twin's carries its predicted interval ``[lo, hi]``."""
+
+    bps: float
+    lo: float | None = None
+    hi: float | None = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RateInterval:
+    """Goodput (all streams together) over ``[t0, t1)`` seconds since the step started."""
+
+    t0: float
+    t1: float
+    rate: Rate
+
+    def as_dict(self) -> dict:
+        return {"t0": self.t0, "t1": self.t1, **self.rate.as_dict()}
+
+
+@dataclass(frozen=True)
+class ThroughputRecord:
+    """A ``throughput`` step: a bulk TCP transfer from ``sender`` to ``receiver``.
+
+    Goodput is payload bits per second at the receiver (iperf3's
+    ``sum_received``), over the whole step (``goodput``, all streams), per
+    stream (``streams``, in stream order) and per sampling interval
+    (``intervals``).  The real side fills ``bps`` from iperf3's JSON and
+    ``retransmits``; the twin fills ``bps`` with its point prediction and
+    ``lo``/``hi`` with the predicted interval, and says in ``basis`` what the
+    prediction rests on (limit, mechanism, calibration profile).
+
+    ``limit_bps`` is the sender's enforced egress limit when the step started
+    as the backend's own state had it (None: unlimited); ``limited`` whether
+    the data path crosses the sender's native device (False for pods on one
+    node).  ``mechanism``: ``edt-fq`` | ``htb`` (real), ``model`` (twin).
+    """
+
+    name: str
+    step: int
+    t: float  # start, seconds since scenario start
+    sender: str  # ns/pod
+    receiver: str  # ns/pod
+    direction: str  # reverse | forward
+    parallel: int
+    duration_s: float
+    same_node: bool
+    limit_bps: int | None
+    goodput: Rate
+    streams: tuple[Rate, ...] = ()
+    intervals: tuple[RateInterval, ...] = ()
+    retransmits: int | None = None
+    mechanism: str = ""
+    basis: str = ""
+    evidence: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+    @property
+    def limited(self) -> bool:
+        return self.limit_bps is not None and not self.same_node
+
+    def as_dict(self) -> dict:
+        return {"key": self.key, "name": self.name, "step": self.step, "t": self.t, "sender": self.sender,
+                "receiver": self.receiver, "direction": self.direction, "parallel": self.parallel,
+                "duration_s": self.duration_s, "same_node": self.same_node, "limit_bps": self.limit_bps,
+                "goodput": self.goodput.as_dict(), "streams": [r.as_dict() for r in self.streams],
+                "intervals": [i.as_dict() for i in self.intervals], "retransmits": self.retransmits,
+                "mechanism": self.mechanism, "basis": self.basis, "evidence": list(self.evidence)}
+
+
+@dataclass(frozen=True)
 class Event:
     """One entry of a backend's event log (``step``, ``api``, ``agent-regenerated``,
     ``pod-not-ready``, ``maps-reconciled`` ...) with its own fields."""
@@ -280,6 +359,10 @@ class Observations:
     arp: list[ArpObservation] = field(default_factory=list)
     faults: list[FaultRecord] = field(default_factory=list)
     l2_checks: list[L2Check] = field(default_factory=list)
+    throughput: list[ThroughputRecord] = field(default_factory=list)
+    #: the Bandwidth Manager as this backend ran it: ``mechanism`` (edt-fq | htb | model | none),
+    #: ``reason`` (why that one), and per node what was programmed (real) or the calibration used (twin)
+    bandwidth: dict = field(default_factory=dict)
     #: the twin's analytical predictions (outage/readmission intervals), one dict per kill
     predictions: list[dict] = field(default_factory=list)
     virtual_seconds: float | None = None
@@ -304,6 +387,8 @@ class Observations:
             "arp": [x.as_dict() for x in self.arp],
             "faults": [x.as_dict() for x in self.faults],
             "l2_checks": [x.as_dict() for x in self.l2_checks],
+            "throughput": [x.as_dict() for x in self.throughput],
+            "bandwidth": dict(self.bandwidth),
             "predictions": list(self.predictions),
             "virtual_seconds": self.virtual_seconds, "wall_seconds": self.wall_seconds,
         }

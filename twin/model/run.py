@@ -55,6 +55,15 @@ class RunInputs:
                                             f"{lb.kind}/{lb.key} does not exist", file or scenario.file,
                                             step.line)]) from None
                 desired[step.index] = current
+            elif step.kind == "annotate":
+                an = step.label
+                try:
+                    current = current.with_annotations(an.kind, an.key, dict(an.set), an.remove)
+                except KeyError:
+                    raise InputError([error(f"Scenario {scenario.name}", f"steps[{step.index}].annotate.object",
+                                            f"{an.kind}/{an.key} does not exist", file or scenario.file,
+                                            step.line)]) from None
+                desired[step.index] = current
             elif step.kind == "delete":
                 _, ns, name = step.target.split("/")
                 try:
@@ -105,6 +114,8 @@ class StepHandler(Protocol):
     def on_label(self, step: Step) -> Any: ...
     def on_arping(self, step: Step) -> Any: ...
     def on_fault(self, step: Step) -> Any: ...
+    def on_annotate(self, step: Step) -> Any: ...
+    def on_throughput(self, step: Step) -> Any: ...
 
 
 def dispatch(handler: StepHandler, step: Step) -> Any:
@@ -126,3 +137,16 @@ def needs_l2(scenario: Scenario, cluster: Cluster) -> bool:
 def needs_services(scenario: Scenario) -> bool:
     """Whether a run needs the endpoint pipeline and service traffic machinery."""
     return any(s.kind in ("requests", "loop", "hold", "kill", "restart", "syscalls") for s in scenario.steps)
+
+
+def needs_bandwidth(inputs: RunInputs) -> bool:
+    """Whether a run needs the Bandwidth Manager machinery (the limiter on each node's
+    native device, iperf3 servers): ``bandwidthManager.enabled`` and a ``throughput`` or
+    ``annotate`` step, or a pod with an egress annotation at any point of the run."""
+    from twin.semantics.bandwidth import EGRESS_ANNOTATION
+    if not inputs.cluster.values.bandwidth_manager:
+        return False
+    if any(s.kind in ("throughput", "annotate") for s in inputs.scenario.steps):
+        return True
+    return any(p.annotation(EGRESS_ANNOTATION) is not None
+               for c in (inputs.cluster, *inputs.desired.values()) for p in c.pods)

@@ -40,7 +40,7 @@ PROBE_KINDS = {"ping": "ICMP", "http": "TCP", "tcp": "TCP", "udp": "UDP"}
 #: every step kind, in the order the README lists them; ``twin.model.run.dispatch``
 #: calls a handler's ``on_<kind>`` for each
 STEP_KINDS = ("probe", "apply", "delete", "wait", "note", "requests", "loop", "await", "hold", "check",
-              "kill", "restart", "syscalls", "label", "arping", "fault")
+              "kill", "restart", "syscalls", "label", "arping", "fault", "annotate", "throughput")
 #: ``fault`` kinds (L2 announcements and lease loss); see :class:`Fault`
 FAULT_KINDS = ("partition", "heal", "agent-kill", "node-crash", "nic-down", "responder-missing")
 #: the external host on the node LAN (``from: external`` in requests/loop: through the service's LB IP)
@@ -72,18 +72,25 @@ PROBE_SCHEMA = {
 }
 TRAFFIC_SCHEMA = {"name": "str", "from": "str", "to": "str", "port": "int", "kind": "str",
                   "count": "int", "interval": "str", "duration": "str", "path": "str", "method": "str"}
+THROUGHPUT_SCHEMA = {"name": "str", "from": "str", "to": "str", "port": "int", "duration": "str",
+                     "parallel": "int", "direction": "str", "interval": "str", "background": "bool"}
+#: iperf3's default port; the server runs in the ``to`` pod
+THROUGHPUT_PORT = 5201
+THROUGHPUT_DIRECTIONS = ("reverse", "forward")
 HOLD_SCHEMA = {"name": "str", "from": "str", "to": "str", "port": "int", "backend": "str"}
 SCENARIO_SCHEMA = {
     "scenario": "str", "description": "str", "manifests": ["str"], "values": "str",
     "settings": {"probe_timeout": "str", "policy_propagation": "str", "outage_tolerance": "str",
                  "chi2_alpha": "any", "request_timeout": "str",
                  "external": {"arp_accept": "bool", "garp": "str", "base_reachable_time": "str"},
-                 "api_backup_path": "bool", "repeats": "int"},
+                 "api_backup_path": "bool", "repeats": "int", "rate_tolerance": "any"},
     "steps": [{"probe": PROBE_SCHEMA, "apply": "str", "delete": "str", "wait": "str", "note": "str",
                "requests": TRAFFIC_SCHEMA, "loop": TRAFFIC_SCHEMA, "hold": HOLD_SCHEMA,
                "check": {"hold": "str", "expect": "str"}, "kill": {"pod": "str"}, "restart": {"pod": "str"},
                "syscalls": {"name": "str", "from": "str", "to": "str", "port": "int"},
-               "await": {"loop": "str"},
+               "await": {"loop": "str", "throughput": "str"},
+               "annotate": {"object": "str", "set": {"*": "str"}, "remove": ["str"]},
+               "throughput": THROUGHPUT_SCHEMA,
                "label": {"object": "str", "set": {"*": "str"}, "remove": ["str"]},
                "arping": {"name": "str", "ip": "str", "service": "str", "count": "int", "expect": "str"},
                "fault": {"kind": "str", "node": "str", "holder_of": "str"}}],
@@ -110,6 +117,38 @@ class Traffic:
     path: str = "/"
     background: bool = False
     method: str = "GET"
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """A bulk TCP transfer measured with ``iperf3`` (the seed's ``netperf -t TCP_MAERTS``).
+
+    The server runs in the ``dst`` pod, the client in the ``src`` pod.  With
+    ``direction: reverse`` (the default, ``iperf3 -R``, TCP_MAERTS) the
+    server pod sends, so ``dst``'s egress limit applies; with ``forward`` the
+    client pod sends.  ``parallel`` streams (``-P``) share the sender's
+    limit.  Goodput is measured at the receiver over ``duration``, with one
+    sample every ``interval``.  ``background`` runs it while later steps go
+    on (``await: {throughput: NAME}`` waits for it)."""
+
+    name: str
+    src: str  # ns/pod: the iperf3 client
+    dst: str  # ns/pod: the iperf3 server
+    port: int = THROUGHPUT_PORT
+    duration_s: float = 5.0
+    parallel: int = 1
+    direction: str = "reverse"
+    interval_s: float = 1.0
+    background: bool = False
+
+    @property
+    def sender(self) -> str:
+        """The pod whose egress carries the data."""
+        return self.dst if self.direction == "reverse" else self.src
+
+    @property
+    def receiver(self) -> str:
+        return self.src if self.direction == "reverse" else self.dst
 
 
 @dataclass(frozen=True)
@@ -150,9 +189,11 @@ class Probe:
 @dataclass(frozen=True)
 class Label:
     """Set/remove labels of a Service (``Service/NS/NAME``) or a Node (``Node/NAME``)
-    at the API server (``kubectl label``); the desired cluster changes as with ``apply``."""
+    at the API server (``kubectl label``); the desired cluster changes as with ``apply``.
+    An ``annotate`` step is the same change of a Pod's annotations (``Pod/NS/NAME``;
+    ``kubectl annotate --overwrite``, or the seed's edited ``kubectl apply``)."""
 
-    kind: str  # Service | Node
+    kind: str  # Service | Node | Pod (annotate)
     key: str  # ns/name for a Service, name for a Node
     set: tuple[tuple[str, str], ...] = ()
     remove: tuple[str, ...] = ()
@@ -221,6 +262,7 @@ class Step:
     label: Label | None = None
     arping: Arping | None = None
     fault: Fault | None = None
+    throughput: Throughput | None = None
 
 
 @dataclass(frozen=True)
@@ -238,6 +280,9 @@ class Settings:
     api_backup_path: bool = False
     #: how many times ``make l2-repeat`` runs this scenario on the real side
     repeats: int = 10
+    #: how far (relative) outside the twin's predicted goodput interval a measured
+    #: goodput may fall before the harness reports a disagreement
+    rate_tolerance: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -319,10 +364,14 @@ def parse_scenario(src: Source) -> Scenario:
     if not 1 <= repeats <= 1000:
         err(("settings", "repeats"), f"must be 1-1000, got {repeats}")
         repeats = 10
+    rtol = s.get("rate_tolerance", 0.05)
+    if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 <= rtol < 1:
+        err(("settings", "rate_tolerance"), f"must be a number from 0 to 1 (exclusive), got {rtol!r}")
+        rtol = 0.05
     settings = Settings(durations["probe_timeout"], durations["policy_propagation"], durations["outage_tolerance"],
                         float(alpha), durations["request_timeout"],
                         ExternalHost(bool(ext.get("arp_accept", True)), garp, reach),
-                        bool(s.get("api_backup_path", False)), repeats)
+                        bool(s.get("api_backup_path", False)), repeats, float(rtol))
     steps = []
     names = set()
     for i, raw in enumerate(data["steps"]):
@@ -412,7 +461,11 @@ def parse_scenario(src: Source) -> Scenario:
                 err(path + ("check", "expect"), f"must be alive or closed, got {c.get('expect')!r}")
             steps.append(Step(i, "check", name=str(c.get("hold")), expect=c.get("expect", "alive"), line=line))
         elif kind == "await":
-            steps.append(Step(i, "await", name=str(raw["await"].get("loop")), line=line))
+            aw = raw["await"]
+            if bool(aw.get("loop")) == bool(aw.get("throughput")):
+                err(path + ("await",), "needs exactly one of loop or throughput")
+                continue
+            steps.append(Step(i, "await", name=str(aw.get("loop") or aw.get("throughput")), line=line))
         elif kind in ("kill", "restart"):
             if not raw[kind].get("pod"):
                 err(path + (kind, "pod"), "is required")
@@ -454,6 +507,53 @@ def parse_scenario(src: Source) -> Scenario:
             steps.append(Step(i, "label", label=Label(parts[0], lkey, tuple(sorted((str(k), str(v)) for k, v in
                                                                                     (lb.get("set") or {}).items())),
                                                       tuple(str(k) for k in lb.get("remove") or ())), line=line))
+        elif kind == "annotate":
+            an = raw["annotate"]
+            anp = path + ("annotate",)
+            parts = str(an.get("object", "")).split("/")
+            if parts[0] != "Pod" or len(parts) not in (2, 3) or not parts[-1]:
+                err(anp + ("object",), f"must be Pod/NS/NAME (or Pod/NAME in default), got {an.get('object')!r}")
+                continue
+            if not an.get("set") and not an.get("remove"):
+                err(anp, "needs set or remove")
+                continue
+            steps.append(Step(i, "annotate", label=Label("Pod", pod_key("/".join(parts[1:])), tuple(sorted(
+                (str(k), str(v)) for k, v in (an.get("set") or {}).items())),
+                tuple(str(k) for k in an.get("remove") or ())), line=line))
+        elif kind == "throughput":
+            t = raw["throughput"]
+            tp = path + ("throughput",)
+            for req in ("name", "from", "to"):
+                if not t.get(req):
+                    err(tp + (req,), "is required")
+            if t.get("name") in names:
+                err(tp + ("name",), f"duplicate name {t.get('name')!r}")
+            names.add(t.get("name"))
+            for end in ("from", "to"):
+                ref = str(t.get(end, ""))
+                if ref.startswith(SERVICE_PREFIX) or ref == EXTERNAL:
+                    err(tp + (end,), f"must be a pod (NS/NAME or NAME in default), got {ref!r}")
+            direction = t.get("direction", "reverse")
+            if direction not in THROUGHPUT_DIRECTIONS:
+                err(tp + ("direction",), f"must be reverse (the server pod sends, iperf3 -R) or forward, got {direction!r}")
+            try:
+                duration = parse_duration(t.get("duration", "5s"))
+                interval = parse_duration(t.get("interval", "1s"))
+            except ValueError as exc:
+                err(tp, str(exc))
+                continue
+            if not 1 <= duration <= limits.MAX_THROUGHPUT_S:
+                err(tp + ("duration",), f"must be 1s-{limits.MAX_THROUGHPUT_S:g}s (limit MAX_THROUGHPUT_S), got {duration:g}s")
+            if not 0.1 <= interval <= duration:
+                err(tp + ("interval",), f"must be 100ms up to the duration, got {interval:g}s")
+            if not 1 <= t.get("parallel", 1) <= limits.MAX_PARALLEL_STREAMS:
+                err(tp + ("parallel",), f"must be 1-{limits.MAX_PARALLEL_STREAMS} (limit MAX_PARALLEL_STREAMS), "
+                    f"got {t.get('parallel')}")
+            _port_ok(err, tp + ("port",), t.get("port", THROUGHPUT_PORT))
+            steps.append(Step(i, "throughput", name=str(t.get("name")), throughput=Throughput(
+                str(t.get("name")), pod_key(str(t.get("from", ""))), pod_key(str(t.get("to", ""))),
+                t.get("port", THROUGHPUT_PORT), duration, t.get("parallel", 1), direction, interval,
+                bool(t.get("background", False))), line=line))
         elif kind == "arping":
             a = raw["arping"]
             ap = path + ("arping",)
@@ -498,11 +598,12 @@ def parse_scenario(src: Source) -> Scenario:
             steps.append(Step(i, "note", text=str(raw["note"]), line=line))
     holds = {s.hold.name for s in steps if s.kind == "hold"}
     loops = {s.traffic.name for s in steps if s.kind == "loop"}
+    loops |= {s.throughput.name for s in steps if s.kind == "throughput" and s.throughput.background}
     for s_ in steps:
         if s_.kind == "check" and s_.name not in holds:
             err(("steps", s_.index, "check", "hold"), f"no hold step named {s_.name!r}")
         if s_.kind == "await" and s_.name not in loops:
-            err(("steps", s_.index, "await", "loop"), f"no loop step named {s_.name!r}")
+            err(("steps", s_.index, "await"), f"no loop or background throughput step named {s_.name!r}")
     if errs:
         raise InputError(errs)
     return Scenario(data["scenario"], src.name, data.get("description", ""), tuple(data["manifests"]),

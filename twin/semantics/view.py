@@ -34,17 +34,13 @@ class ClusterView:
         return l2.announcements(self.cluster, self.allocation)
 
     def egress_bandwidth(self, pod) -> tuple[int | None, str]:
-        """(bits per second or None, note).  Unparseable → no limit (Cilium logs at debug)."""
-        raw = pod.annotation(bandwidth.EGRESS_ANNOTATION)
-        if raw is None:
+        """(enforced wire rate in bit/s or None, note): :func:`twin.semantics.bandwidth.egress_limit`.
+        The rate is what Cilium enforces (``bytes_per_s * 8``); a value that Cilium
+        does not enforce (unparseable, 0, negative, manager disabled) is None with the reason."""
+        lim = bandwidth.egress_limit(pod, self.cluster.values)
+        if lim is None:
             return None, ""
-        try:
-            bps = bandwidth.parse_quantity(raw)
-        except ValueError as exc:
-            return None, f"{exc}; Cilium logs this at debug level and applies no limit"
-        if not self.cluster.values.bandwidth_manager:
-            return None, "bandwidthManager.enabled is false: the annotation has no effect"
-        return bps, ""
+        return lim.rate_bps, lim.note
 
     @cached_property
     def findings(self) -> tuple[Finding, ...]:
@@ -55,14 +51,9 @@ class ClusterView:
             if pod.annotation(bandwidth.INGRESS_ANNOTATION) is not None:
                 out.append(warning(obj, f"metadata.annotations[{bandwidth.INGRESS_ANNOTATION}]",
                                    "Cilium's bandwidth manager enforces egress only: ignored", pod.origin.file, pod.origin.line))
-            raw = pod.annotation(bandwidth.EGRESS_ANNOTATION)
-            if raw is None:
-                continue
-            bps, note = self.egress_bandwidth(pod)
-            if note:
-                out.append(warning(obj, fld, f"{raw!r}: {note}", pod.origin.file, pod.origin.line))
-            elif bps is not None and not bandwidth.MIN_BPS <= bps <= bandwidth.MAX_BPS:
-                out.append(warning(obj, fld, f"{raw!r} = {bps} bit/s is outside 1 kbit/s..1 Pbit/s: kubelet's bandwidth plugin would reject it, Cilium applies it unchecked",
+            lim = bandwidth.egress_limit(pod, c.values)
+            if lim is not None and lim.note:
+                out.append(warning(obj, fld, f"{lim.raw!r}: {lim.note}" if lim.raw not in lim.note else lim.note,
                                    pod.origin.file, pod.origin.line))
         for pol in c.policies:
             for spec in pol.specs:

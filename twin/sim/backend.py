@@ -146,6 +146,13 @@ class ScenarioSteps:
     def on_label(self, step: Step):
         yield from self.twin.api.apply(f"label {step.label.kind}/{step.label.key}", self.inputs.after(step))
 
+    def on_annotate(self, step: Step):
+        yield from self.twin.api.apply(f"annotate {step.label.kind}/{step.label.key}", self.inputs.after(step))
+
+    def on_throughput(self, step: Step):
+        raise NotImplementedError("throughput steps on the twin: issue 8, in progress")
+        yield  # pragma: no cover
+
     def _l2(self, step: Step):
         if self.twin.l2 is None:
             raise ValueError(f"step {step.index} ({step.kind}) needs L2 announcements: l2announcements.enabled "
