@@ -158,6 +158,15 @@ def check_scenario(scenario: Scenario, cluster: Cluster, l2_state: L2StateFn | N
                 have = sorted(services) if lb.kind == "Service" else nodes
                 err(step, "label.object", f"{lb.kind}/{lb.key} does not exist ({lb.kind.lower()}s: "
                     f"{', '.join(have) or 'none'})")
+        elif k == "annotate" and step.label is not None:
+            an = step.label
+            if pod_ref(step, "annotate.object", an.key) is not None:
+                current = current.with_annotations(an.kind, an.key, dict(an.set), an.remove)
+        elif k == "throughput" and step.throughput is not None:
+            tp = step.throughput
+            a, b = pod_ref(step, "throughput.from", tp.src), pod_ref(step, "throughput.to", tp.dst)
+            if a is not None and a is b:
+                err(step, "throughput.to", f"{tp.dst} is also the client: iperf3 needs two pods")
         elif k == "arping" and step.arping is not None:
             a = step.arping
             if a.service:
