@@ -12,6 +12,10 @@ def labels_of(d: dict | None) -> Labels:
     return tuple(sorted((str(k), str(v)) for k, v in (d or {}).items()))
 
 
+#: the pod annotations of the Bandwidth Manager (``twin.semantics.bandwidth`` says what they do)
+EGRESS_ANNOTATION = "kubernetes.io/egress-bandwidth"
+INGRESS_ANNOTATION = "kubernetes.io/ingress-bandwidth"
+
 @dataclass(frozen=True)
 class Origin:
     """Where an object came from: file and line of its document."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from twin.model.findings import InputError, error
-from twin.model.objects import Cluster, NetworkPolicy
+from twin.model.objects import EGRESS_ANNOTATION, Cluster, NetworkPolicy
 from twin.model.observations import Observations
 from twin.model.scenario import STEP_KINDS, Scenario, Step
 
@@ -143,7 +143,6 @@ def needs_bandwidth(inputs: RunInputs) -> bool:
     """Whether a run needs the Bandwidth Manager machinery (the limiter on each node's
     native device, iperf3 servers): ``bandwidthManager.enabled`` and a ``throughput`` or
     ``annotate`` step, or a pod with an egress annotation at any point of the run."""
-    from twin.semantics.bandwidth import EGRESS_ANNOTATION
     if not inputs.cluster.values.bandwidth_manager:
         return False
     if any(s.kind in ("throughput", "annotate") for s in inputs.scenario.steps):

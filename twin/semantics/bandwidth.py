@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # pragma: no cover
     from twin.model.objects import Cluster, Pod, Values
 
-EGRESS_ANNOTATION = "kubernetes.io/egress-bandwidth"
-INGRESS_ANNOTATION = "kubernetes.io/ingress-bandwidth"
+from twin.model.objects import EGRESS_ANNOTATION, INGRESS_ANNOTATION  # noqa: E402  (re-exported)
+
 _SUFFIX = {
     "": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60, "m": Decimal("0.001"),
