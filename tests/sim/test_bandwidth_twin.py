@@ -142,3 +142,21 @@ def test_the_same_seed_gives_the_same_predictions_and_another_seed_another_chang
 def test_a_throughput_from_a_pod_that_does_not_exist_is_an_error_naming_the_step(tmp_path):
     with pytest.raises(ValueError, match=r"throughput 'ghost' \(step 0\): from pod default/nosuch does not exist"):
         run(write(tmp_path, [tp("ghost", frm="nosuch")]))
+
+
+def test_a_calibrated_apply_delay_comes_after_the_agent_and_widens_the_change_window(tmp_path):
+    import dataclasses
+    profile = dataclasses.replace(load_bandwidth_profile(), apply_delay_s=(0.2, 0.4))
+    steps = [tp("bg", duration="6s", background=True), {"wait": "2s"}, annotate("20M"), {"await": {"throughput": "bg"}}]
+    obs = TwinBackend(bandwidth_profile=profile).run(load_run_inputs(str(write(tmp_path, steps))), 2)
+    (r,) = obs.throughput
+    regen = [e.t for e in obs.events if e.event == "agent-regenerated" and e.get("node") == "k8s-w1"]
+    (applied,) = [e.t for e in obs.events if e.event == "bandwidth-limit-applied"]
+    assert 0.2 <= applied - regen[0] <= 0.4
+    assert "window 2.2" in r.basis or "window 2.21" in r.basis
+    assert r.intervals[1].rate.hi < 14e6 and r.intervals[3].rate.lo > 14e6
+    # the same seed without an apply delay: the same agent draw, an earlier change, a narrower interval
+    plain = TwinBackend(bandwidth_profile=dataclasses.replace(profile, apply_delay_s=())).run(
+        load_run_inputs(str(write(tmp_path, steps))), 2).throughput[0]
+    late, early = r.intervals[2].rate, plain.intervals[2].rate
+    assert late.bps < early.bps and late.lo < early.lo and late.hi - late.lo > early.hi - early.lo

@@ -58,18 +58,27 @@ class Limiter(Component):
         self.limit = self._from_agent()
         self.flows: dict[str, int] = {}  # cross-node flow name -> streams
         self.history: list[Segment] = [Segment(self.env.now, self.limit, 0)]
-        self.published: dict[int, float] = {}  # API version -> when it was published
+        #: rate (bit/s or None) -> when the API last published a change of the pod's limit to it
+        self.published: dict = {}
+        self._last_published = _key(self._limit_in(api.cluster))
         api.watchers.append(self)
         agent.listeners.append(self._regenerated)
 
     # -- the agent's view --
-    def _from_agent(self) -> EgressLimit | None:
-        cluster = self.agent.cluster
+    def _limit_in(self, cluster) -> EgressLimit | None:
         pod = next((p for p in cluster.pods if p.key == self.pod), None)
         return egress_limit(pod, cluster.values) if pod is not None else None
 
-    def notify(self, version: int, cluster, states) -> None:  # an API watcher: only the publish time
-        self.published[version] = self.env.now
+    def _from_agent(self) -> EgressLimit | None:
+        return self._limit_in(self.agent.cluster)
+
+    def notify(self, version: int, cluster, states) -> None:
+        """An API watcher for the publish time of a change of this pod's limit (the start of the
+        window in which the agent applies it); it does not change the limit."""
+        key = _key(self._limit_in(cluster))
+        if key != self._last_published:
+            self._last_published = key
+            self.published[key] = self.env.now
 
     def _apply_bounds(self) -> tuple[float, float]:
         d = self.profile.apply_delay_s
@@ -82,7 +91,7 @@ class Limiter(Component):
             return
         lo_r, hi_r = self.agent.delays.agent_regenerate.bounds()
         lo_a, hi_a = self._apply_bounds()
-        pub = self.published.get(version, self.env.now - lo_r)
+        pub = self.published.get(_key(new), self.env.now - lo_r)
         window = (pub + lo_r + lo_a, pub + hi_r + hi_a)
         if hi_a > 0:
             self.env.process(self._program(new, self.rng.uniform(lo_a, hi_a), window, version))
@@ -181,9 +190,14 @@ class ThroughputClient(Component):
             preds.append(p)
             r = p.goodput if which == "goodput" else p.interval
             share = parallel / total
+            f_lo, f_hi = 1.0, 1.0
+            if share < 1:  # other flows share the pod's limit: this flow's streams get the calibrated shares
+                g, st = p.goodput, p.streams[0]
+                f_lo = st.lo * total / g.lo if st.lo is not None and g.lo else 0.0
+                f_hi = st.hi * total / g.hi if st.hi is not None and g.hi else None
             point += w * r.bps * share
-            lo += w * (r.lo if r.lo is not None else r.bps) * share
-            hi = None if hi is None or r.hi is None else hi + w * r.hi * share
+            lo += w * (r.lo if r.lo is not None else r.bps) * share * f_lo
+            hi = None if hi is None or r.hi is None or f_hi is None else hi + w * r.hi * share * f_hi
         return point, lo, hi, preds
 
     def _rate(self, segs: list[Segment], a: float, b: float, parallel: int, duration_s: float,
@@ -225,7 +239,7 @@ class ThroughputClient(Component):
         f_lo = s0.lo * n_pod / first.goodput.lo if s0.lo is not None and first.goodput.lo else 0.0
         f_hi = s0.hi * n_pod / first.goodput.hi if s0.hi is not None and first.goodput.hi else None
         n = t.parallel
-        streams = tuple(Rate(goodput.bps / n, goodput.lo / n * f_lo,
+        streams = (goodput,) if n == 1 else tuple(Rate(goodput.bps / n, goodput.lo / n * f_lo,
                              goodput.hi / n * f_hi if goodput.hi is not None and f_hi is not None else None)
                         for _ in range(n))
         changes = [s for s in segs[1:] if s.window is not None]
