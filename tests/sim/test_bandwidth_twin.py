@@ -160,3 +160,11 @@ def test_a_calibrated_apply_delay_comes_after_the_agent_and_widens_the_change_wi
         load_run_inputs(str(write(tmp_path, steps))), 2).throughput[0]
     late, early = r.intervals[2].rate, plain.intervals[2].rate
     assert late.bps < early.bps and late.lo < early.lo and late.hi - late.lo > early.hi - early.lo
+
+
+def test_forward_direction_measures_the_client_pods_egress_so_the_servers_limit_does_not_apply(tmp_path):
+    obs = run(write(tmp_path, [tp("fwd", duration="2s", direction="forward"), tp("rev", duration="2s")]))
+    fwd, rev = obs.throughput
+    assert fwd.sender == "default/netperf-client" and fwd.limit_bps is None and "no egress-bandwidth" in fwd.basis
+    assert rev.sender == "default/netperf-server" and rev.limit_bps == 10_000_000
+    assert fwd.goodput.lo > rev.goodput.hi
