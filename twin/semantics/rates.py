@@ -270,7 +270,7 @@ def predict_throughput(limit: EgressLimit | None, same_node: bool, parallel: int
     if abs(duration_s - profile.duration_s) > 1e-9:
         dur = (f"; duration {duration_s:g} s vs calibrated {profile.duration_s:g} s: assumption: the startup "
                "excess (measured - steady goodput, in bits) is fixed, its effect scales as 1/T")
-    extra = "; EXTRAPOLATED beyond the calibrated limits" if eff.extrapolated else ""
+    extra = "; EXTRAPOLATED beyond the calibrated limits" if eff.extrapolated else "; within the calibrated limits"
     basis = (f"limit {_mbit(rate)}bit/s ({limit.raw!r}) x payload fraction {frac:.4f} (MTU {mtu}) x efficiency "
              f"{eff.point:.4f} [{eff.lo:.4f}, {eff.hi:.4f}] ({eff.how}; interval = [min, max] of {eff.n} runs, "
              f"{COVERAGE}); per interval efficiency [{ieff.lo:.4f}, {ieff.hi:.4f}]; {par}{sbasis}{dur}{extra}; "

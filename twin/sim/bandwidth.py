@@ -239,17 +239,21 @@ class ThroughputClient(Component):
         f_lo = s0.lo * n_pod / first.goodput.lo if s0.lo is not None and first.goodput.lo else 0.0
         f_hi = s0.hi * n_pod / first.goodput.hi if s0.hi is not None and first.goodput.hi else None
         n = t.parallel
-        streams = (goodput,) if n == 1 else tuple(Rate(goodput.bps / n, goodput.lo / n * f_lo,
-                             goodput.hi / n * f_hi if goodput.hi is not None and f_hi is not None else None)
-                        for _ in range(n))
+        if n == 1:
+            streams = (goodput,)
+        else:
+            hi = goodput.hi / n * f_hi if goodput.hi is not None and f_hi is not None else None
+            streams = tuple(Rate(goodput.bps / n, goodput.lo / n * f_lo, hi) for _ in range(n))
         changes = [s for s in segs[1:] if s.window is not None]
         basis = first.basis
         if changes:
             basis = (f"{len(changes)} limit change(s) during the run at "
                      + ", ".join(f"{s.t - start:.3f} s (to {_key(s.limit)} bit/s; window {s.window[0] - start:.3f}.."
-                                 f"{s.window[1] - start:.3f} s from the agent delay's bounds)" for s in changes)
-                     + "; goodput and intervals are time-weighted mixes, intervals containing a change widened to "
-                     "cover the window; at the start: " + basis)
+                                 f"{s.window[1] - start:.3f} s: the bounds of the agent's regenerate delay and "
+                                 f"the calibrated apply delay)" for s in changes)
+                     + "; goodput and intervals are time-weighted mixes"
+                     + (", the ones containing a change widened to cover its window" if widened else "")
+                     + "; at the start: " + basis)
         shared = [s for s in segs if s.streams > t.parallel]
         if shared and not self.same_node:
             basis = (f"shares its sender's limit with other flows ({max(s.streams for s in shared)} streams at most); "
