@@ -151,3 +151,12 @@ def test_other_durations_move_the_startup_excess_as_one_over_t_and_keep_the_spre
 def test_sampling_intervals_cover_the_run_and_the_last_one_may_be_short():
     assert interval_bounds(5, 1) == [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5)]
     assert interval_bounds(2.5, 1) == [(0, 1), (1, 2), (2, 2.5)]
+
+
+def test_a_measurement_agrees_when_inside_the_interval_widened_by_the_tolerance():
+    from twin.model.observations import Rate
+    from twin.semantics.rates import rate_agrees
+    r = Rate(100.0, 90.0, 110.0)
+    assert rate_agrees(86.0, r, 0.05) and not rate_agrees(85.0, r, 0.05)
+    assert rate_agrees(115.0, r, 0.05) and not rate_agrees(116.0, r, 0.05)
+    assert rate_agrees(1e12, Rate(90.0, 90.0, None), 0.05) and not rate_agrees(80.0, Rate(90.0, 90.0, None), 0.05)

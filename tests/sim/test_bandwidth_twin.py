@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from harness.inputs import load_run_inputs
 from simhelp import without_wall
@@ -168,3 +169,20 @@ def test_forward_direction_measures_the_client_pods_egress_so_the_servers_limit_
     assert fwd.sender == "default/netperf-client" and fwd.limit_bps is None and "no egress-bandwidth" in fwd.basis
     assert rev.sender == "default/netperf-server" and rev.limit_bps == 10_000_000
     assert fwd.goodput.lo > rev.goodput.hi
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(value=st.sampled_from(["1M", "3M", "10M", "10Mi", "64M", "250M", "1G", "0", "-5M", "10Mbps"]),
+       client=st.sampled_from(["netperf-client", "client-w1", "client-w2"]), parallel=st.integers(1, 4))
+def test_without_a_change_during_the_run_the_twin_records_the_pure_prediction(tmp_path, value, client, parallel):
+    from twin.semantics.bandwidth import egress_limit
+    from twin.semantics.rates import predict_throughput
+    path = write(tmp_path, [annotate(value), {"wait": "1s"}, tp("t", frm=client, duration="2s", parallel=parallel)])
+    inputs = load_run_inputs(str(path))
+    (r,) = run(path).throughput
+    final = inputs.desired[0]
+    server, cl = final.pod(f"default/{SERVER}"), final.pod(f"default/{client}")
+    p = predict_throughput(egress_limit(server, final.values), server.node == cl.node, parallel, 2.0,
+                           load_bandwidth_profile())
+    assert r.same_node == (server.node == cl.node) and r.goodput == p.goodput
+    assert all(i.rate == p.interval for i in r.intervals) and r.streams == p.streams

@@ -226,8 +226,8 @@ def _unlimited(profile: BandwidthProfile, same_node: bool, parallel: int, durati
                  f"highest calibrated limit {_mbit(top.limit_bps)} ({_mbit(best)}), no upper bound; "
                  f"{profile.describe()}")
         r = Rate(best, best, None)
-        return Prediction(r, tuple(Rate(best / parallel, 0.0, None) for _ in range(parallel)), r, None, same_node,
-                          True, None, basis)
+        streams = (r,) if parallel == 1 else tuple(Rate(best / parallel, 0.0, None) for _ in range(parallel))
+        return Prediction(r, streams, r, None, same_node, True, None, basis)
     good = [x for p in pts for x in p.goodput_bps]
     ivl = [x for p in pts for x in (p.intervals_bps or p.goodput_bps)]
     goodput = Rate(fmean(good), min(good), max(good))
@@ -276,3 +276,13 @@ def predict_throughput(limit: EgressLimit | None, same_node: bool, parallel: int
              f"{COVERAGE}); per interval efficiency [{ieff.lo:.4f}, {ieff.hi:.4f}]; {par}{sbasis}{dur}{extra}; "
              f"{profile.describe()}")
     return Prediction(goodput, streams, interval, rate, same_node, eff.extrapolated, fair, basis)
+
+
+def rate_agrees(measured_bps: float, predicted: Rate, tolerance: float = 0.05) -> bool:
+    """Whether a measured goodput falls in the predicted interval widened by ``tolerance``
+    (``settings.rate_tolerance``): ``lo x (1 - tol) <= measured <= hi x (1 + tol)``; a missing
+    ``hi`` (an unlimited path without calibration) bounds nothing above."""
+    lo = predicted.lo if predicted.lo is not None else predicted.bps
+    if measured_bps < lo * (1 - tolerance):
+        return False
+    return predicted.hi is None or measured_bps <= predicted.hi * (1 + tolerance)
