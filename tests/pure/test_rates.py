@@ -160,3 +160,11 @@ def test_a_measurement_agrees_when_inside_the_interval_widened_by_the_tolerance(
     assert rate_agrees(86.0, r, 0.05) and not rate_agrees(85.0, r, 0.05)
     assert rate_agrees(115.0, r, 0.05) and not rate_agrees(116.0, r, 0.05)
     assert rate_agrees(1e12, Rate(90.0, 90.0, None), 0.05) and not rate_agrees(80.0, Rate(90.0, 90.0, None), 0.05)
+
+
+def test_limit_of_applies_the_same_semantics_as_a_pods_annotation():
+    from twin.semantics.rates import limit_of
+    assert limit_of("10M").rate_bps == 10_000_000 and limit_of("10Mi").rate_bps == 10_485_760
+    assert not limit_of("-5M").enforced and not limit_of("10Mbps").enforced
+    assert not limit_of("10M", bandwidth_manager=False).enforced
+    assert limit_of("10M") == egress_limit(_Pod("10M"), _Values(True))

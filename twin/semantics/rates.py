@@ -45,7 +45,7 @@ from typing import Sequence
 
 from twin.model.calibration import BandwidthProfile, RatePoint
 from twin.model.observations import Rate, RateInterval
-from twin.semantics.bandwidth import DEFAULT_MTU, EgressLimit, tcp_payload_fraction
+from twin.semantics.bandwidth import DEFAULT_MTU, EGRESS_ANNOTATION, EgressLimit, egress_limit, tcp_payload_fraction
 
 COVERAGE = "with n samples a new measurement falls inside [min, max] with probability (n-1)/(n+1)"
 
@@ -286,3 +286,20 @@ def rate_agrees(measured_bps: float, predicted: Rate, tolerance: float = 0.05) -
     if measured_bps < lo * (1 - tolerance):
         return False
     return predicted.hi is None or measured_bps <= predicted.hi * (1 + tolerance)
+
+
+class _Annotated:
+    """A pod and values reduced to what :func:`egress_limit` reads (for :func:`limit_of`)."""
+
+    def __init__(self, raw: str, bandwidth_manager: bool):
+        self.raw, self.bandwidth_manager = raw, bandwidth_manager
+
+    def annotation(self, name: str) -> str | None:
+        return self.raw if name == EGRESS_ANNOTATION else None
+
+
+def limit_of(raw: str, bandwidth_manager: bool = True) -> EgressLimit:
+    """The :class:`EgressLimit` an ``egress-bandwidth`` annotation of ``raw`` gives (the same
+    semantics as a pod's, :func:`egress_limit`), e.g. for the benchmark's ``limit_of("10M")``."""
+    a = _Annotated(str(raw), bandwidth_manager)
+    return egress_limit(a, a)
