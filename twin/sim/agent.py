@@ -25,6 +25,8 @@ class NodeAgent(Component):
         self.pending = 0
         self.dead = False  # agent-kill / node-crash: its maps stay as they are
         self.inbox = simpy.Store(self.env)
+        #: called with the new version after each regeneration (e.g. the bandwidth limiters)
+        self.listeners: list = []
         api.watchers.append(self)
         self.process = self.env.process(self._run())
 
@@ -40,6 +42,8 @@ class NodeAgent(Component):
             if version > self.version and not self.dead:
                 self.version, self.cluster, self.states = version, cluster, states
                 self.world.log("agent-regenerated", node=self.name, version=version)
+                for listener in self.listeners:
+                    listener(version)
 
     @property
     def view(self) -> ClusterView:

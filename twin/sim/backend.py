@@ -9,6 +9,11 @@ random stream and delays, see :mod:`twin.sim.world`):
 * :class:`~twin.sim.pipeline.Prober` (one per backend pod), :class:`~twin.sim.pipeline.Kubelet`
   (one per node), :class:`~twin.sim.pipeline.EndpointController`: the endpoint pipeline.
 * :class:`~twin.sim.client.Client`: one per traffic step (requests, loop, hold, syscalls).
+* When the run has a ``throughput`` step (:mod:`twin.sim.bandwidth`): a
+  :class:`~twin.sim.bandwidth.Limiter` per (node, pod) following its node
+  agent's view of the pod's egress annotation, and a
+  :class:`~twin.sim.bandwidth.ThroughputClient` per throughput step, predicting
+  goodput from the calibration profile (:mod:`twin.semantics.rates`).
 * When the run needs L2 announcements (:func:`twin.model.run.needs_l2`),
   :class:`~twin.sim.l2.L2`: the Lease API, an elector per (node, lease), each
   node's responder and gratuitous ARP, the external host's ARP cache, faults
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import time
 
+from twin.model.calibration import BandwidthProfile, load_bandwidth_profile
 from twin.model.enums import Verdict
 from twin.model.observations import FlowRecord, KillRecord, Observations
 from twin.model.run import RunInputs, dispatch, needs_l2, needs_services
@@ -35,6 +41,7 @@ from twin.semantics.endpoints import kill_predictions, probed_backends
 from twin.semantics.probe import predict, resolve_targets
 from twin.sim.agent import NodeAgent
 from twin.sim.api import ApiServer
+from twin.sim.bandwidth import Limiter, ThroughputClient
 from twin.sim.client import Client
 from twin.sim.l2 import L2, ExternalClient
 from twin.sim.pipeline import EndpointController, Kubelet, Prober
@@ -45,7 +52,7 @@ from twin.sim.world import SimConfig, World
 class Twin:
     """The components of one run, wired together."""
 
-    def __init__(self, inputs: RunInputs, config: SimConfig):
+    def __init__(self, inputs: RunInputs, config: SimConfig, profile: BandwidthProfile | None = None):
         self.inputs, self.config = inputs, config
         self.world = world = World(inputs, config)
         self.env = world.env
@@ -62,6 +69,21 @@ class Twin:
         self.clients: dict[str, Client] = {}  # by traffic step name
         self.step_times: dict[int, float] = {}  # step index -> when it started
         self.loops: dict = {}
+        self.throughputs: dict = {}  # background throughput processes by name
+        self.limiters: dict[tuple[str, str], Limiter] = {}  # (node, pod key) -> limiter
+        self.profile: BandwidthProfile | None = None
+        if any(s.kind == "throughput" for s in inputs.scenario.steps):
+            self.profile = profile if profile is not None else load_bandwidth_profile()
+            world.obs.bandwidth = {"mechanism": "model", "calibration": self.profile.describe(),
+                                   "calibrated_mechanism": self.profile.mechanism}
+            for pod in cluster.pods:
+                self.limiter(pod.node, pod.key)
+
+    def limiter(self, node: str, pod: str) -> Limiter:
+        lim = self.limiters.get((node, pod))
+        if lim is None:
+            lim = self.limiters[(node, pod)] = Limiter(self.world, self.agents[node], self.api, pod, self.profile)
+        return lim
 
     def client(self, src: str, name: str) -> Client:
         c = self.clients.get(name)
@@ -88,7 +110,7 @@ class Twin:
             yield from dispatch(steps, step)
             if self.l2 is not None:
                 self.l2.check()
-        for proc in self.loops.values():
+        for proc in (*self.loops.values(), *self.throughputs.values()):
             if proc.is_alive:
                 yield proc
         while any(a.pending for a in self.agents.values()):  # let in-flight updates land
@@ -126,7 +148,11 @@ class ScenarioSteps:
         yield
 
     def on_await(self, step: Step):
-        yield self.twin.loops[step.name]
+        proc = self.twin.loops.get(step.name) or self.twin.throughputs.get(step.name)
+        if proc is None:
+            raise ValueError(f"await at step {step.index}: no loop or background throughput named {step.name!r} "
+                             "has started before it")
+        yield proc
 
     def on_hold(self, step: Step):
         h = step.hold
@@ -150,8 +176,21 @@ class ScenarioSteps:
         yield from self.twin.api.apply(f"annotate {step.label.kind}/{step.label.key}", self.inputs.after(step))
 
     def on_throughput(self, step: Step):
-        raise NotImplementedError("throughput steps on the twin: issue 8, in progress")
-        yield  # pragma: no cover
+        t, twin = step.throughput, self.twin
+        cluster = twin.api.cluster
+        pods = {p.key: p for p in cluster.pods}
+        for role, key in (("from", t.src), ("to", t.dst)):
+            if key not in pods:
+                raise ValueError(f"throughput {t.name!r} (step {step.index}): {role} pod {key} does not exist at "
+                                 f"t={self.env.now:.3f}s")
+        sender, receiver = pods[t.sender], pods[t.receiver]
+        client = ThroughputClient(self.world, t.name, twin.limiter(sender.node, sender.key),
+                                  sender.node == receiver.node, twin.profile)
+        proc = self.env.process(client.run(step, sender.key, receiver.key))
+        if t.background:
+            twin.throughputs[t.name] = proc
+            return
+        yield proc
 
     def _l2(self, step: Step):
         if self.twin.l2 is None:
@@ -239,8 +278,10 @@ class TwinBackend:
     name = "twin"
 
     def __init__(self, delays: Delays = DELAYS, overrides: dict[str, Delays] | None = None,
-                 monte_carlo: int = MONTE_CARLO_RUNS):
+                 monte_carlo: int = MONTE_CARLO_RUNS, bandwidth_profile: BandwidthProfile | None = None):
         self.delays, self.overrides = delays, dict(overrides or {})
+        #: the calibration the rate model uses (None: ``twin/calibration/bandwidth.json``, read when needed)
+        self.bandwidth_profile = bandwidth_profile
         #: how many reruns (derived seeds) the L2 predictions' distributions come from; 0: none
         self.monte_carlo = monte_carlo
 
@@ -250,7 +291,7 @@ class TwinBackend:
     def run(self, inputs: RunInputs, seed: int) -> Observations:
         t0 = time.perf_counter()
         config = SimConfig(seed=seed, delays=self.delays, overrides=self.overrides)
-        twin = Twin(inputs, config)
+        twin = Twin(inputs, config, self.bandwidth_profile)
         twin.world.log("twin-run", seed=seed)
         for d in self.delays.describe(l2=twin.l2 is not None):
             twin.world.log("twin-delay", **d)
