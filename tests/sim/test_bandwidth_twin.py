@@ -140,8 +140,9 @@ def test_the_same_seed_gives_the_same_predictions_and_another_seed_another_chang
     assert a.throughput[0].goodput != c.throughput[0].goodput
 
 
-def test_a_throughput_from_a_pod_that_does_not_exist_is_an_error_naming_the_step(tmp_path):
-    with pytest.raises(ValueError, match=r"throughput 'ghost' \(step 0\): from pod default/nosuch does not exist"):
+def test_a_throughput_from_a_pod_that_does_not_exist_is_an_input_error_naming_the_step_and_field(tmp_path):
+    from twin.model.findings import InputError
+    with pytest.raises(InputError, match=r"steps\[0\]\.throughput\.from: no pod 'default/nosuch'"):
         run(write(tmp_path, [tp("ghost", frm="nosuch")]))
 
 
