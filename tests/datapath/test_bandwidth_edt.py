@@ -109,3 +109,16 @@ def test_htb_variant_puts_a_limited_pods_packets_into_its_class():
         assert (rc, out.priority, out.tstamp) == (TC_ACT_UNSPEC, cid, 0)
         rc, out = run(fd, tcp_syn(OTHER, 40000, "10.201.0.2", 5201), wire_len=1514)
         assert (rc, out.priority) == (TC_ACT_UNSPEC, 0)
+
+
+@pytest.mark.parametrize("mode", list(BandwidthMode), ids=lambda m: m.name)
+def test_bw_pods_codec_matches_the_compiled_map_in_both_variants(mode):
+    require_kernel()
+    from bcc.table import BPF_MAP_TYPE_HASH
+    from datapath.constants import BW_MAP_SIZE
+    from test_map_layouts import assert_layout_matches
+
+    with program(mode, {}) as prog:
+        table = prog.table(bw_pods.MAP_NAME)
+        assert_layout_matches(table, bw_pods.CODEC)
+        assert (table.ttype, table.max_entries) == (BPF_MAP_TYPE_HASH, BW_MAP_SIZE)
