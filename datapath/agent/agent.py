@@ -16,6 +16,13 @@ responder entries for the held leases, gratuitous ARP for the new ones).
 the agent-kill and responder faults; :meth:`NodeAgent.l2_status` says what
 the node holds and since when.
 
+With ``bandwidth=True`` the agent enforces its pods' egress limits (Cilium's
+Bandwidth Manager): the host program goes on the node's uplink (with or
+without L2) and a :class:`~datapath.agent.reconcilers.BandwidthReconciler`
+programs ``twin.semantics.bandwidth.node_limits`` as per-pod classes
+(:mod:`datapath.bandwidth`); :meth:`NodeAgent.bandwidth_status` reads them
+back from the kernel.
+
 One agent per node owns that node's kernel objects: its
 :class:`~datapath.node.NodeDatapath` (tc programs on its pods' lxc devices,
 endpoints/ipcache/policy maps) and, with ``socket_lb``, its
