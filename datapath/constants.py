@@ -89,3 +89,37 @@ def sock_cflags() -> list[str]:
         + _flags("ERRNO", SockErrno)
         + [f"-DLB_MAP_SIZE_{name}={size}" for name, size in LB_MAP_SIZES.items()]
     )
+
+
+# -- bandwidth manager (datapath/bandwidth.py, bpf/lib/bandwidth.h) ------------------
+
+class BandwidthMode(enum.IntEnum):
+    """``-DBW_MODE``: how bpf_host.c's egress enforces a pod's limit."""
+
+    HTB = 1  # skb->priority = the pod's HTB leaf class (kernels without sch_fq)
+    EDT = 2  # skb->tstamp = earliest departure time, an fq root qdisc paces (Cilium)
+
+
+#: Major number of the root qdisc the bandwidth manager puts on a native device
+#: (``cb:``); its HTB leaf classes are ``cb:<minor>``, one per limited pod.
+BW_QDISC_MAJOR = 0xCB
+#: The largest leaf minor (tc class minors are 16 bit, 0 names the qdisc itself).
+BW_MAX_MINOR = 0xFFFF
+#: Cilium's ``DefaultTimeHorizon``: EDT drops a packet whose departure time lies
+#: this far or further in the future.
+BW_TIME_HORIZON_NS = 2_000_000_000
+NSEC_PER_SEC = 1_000_000_000
+#: max_entries of ``bw_pods`` (-DBW_MAP_SIZE): one per pod of the node.
+BW_MAP_SIZE = 4096
+#: HTB's bounds on a class's quantum (bytes): the kernel clamps to these with a
+#: warning; the bandwidth manager clamps first (net/sched/sch_htb.c).
+HTB_QUANTUM_MIN = 1000
+HTB_QUANTUM_MAX = 200000
+#: HTB's default rate-to-quantum divisor (tc's r2q).
+HTB_R2Q = 10
+
+
+def bandwidth_cflags(mode: BandwidthMode) -> list[str]:
+    """``-D`` flags for ``lib/bandwidth.h``: the variant and the map size."""
+    return _flags("BW_MODE", BandwidthMode) + [
+        f"-DBW_MODE={int(mode)}", f"-DBW_MAP_SIZE={BW_MAP_SIZE}", f"-DBW_NSEC_PER_SEC={NSEC_PER_SEC}ULL"]

@@ -20,7 +20,7 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from datapath.constants import bpf_cflags, sock_cflags
+from datapath.constants import BandwidthMode, bandwidth_cflags, bpf_cflags, sock_cflags
 from datapath.errors import BpfCompileError
 
 __all__ = [
@@ -231,9 +231,10 @@ class SockProgram(_BpfObject):
 
 
 
-def host_cflags() -> list[str]:
+def host_cflags(bandwidth_mode: BandwidthMode = BandwidthMode.HTB) -> list[str]:
     """``-D`` flags for ``bpf_host.c``: the socket-LB constants (it uses the lb4
-    maps' layout) plus the responder and NAT map sizes and codes."""
+    maps' layout) plus the responder and NAT map sizes and codes, and the
+    bandwidth manager's variant (``bandwidth_mode``: HTB classes or EDT)."""
     from datapath.maps import host_ifaces, l2_responder, ns_nat
 
     # the host object never uses lb4_sock_revnat (a socket-LB map lib/lb.h declares): keep it tiny
@@ -247,6 +248,7 @@ def host_cflags() -> list[str]:
            f"-DNAT_PORT_TRIES={ns_nat.NAT_PORT_TRIES}", f"-DNS_NAT_MAP_SIZE={ns_nat.MAP_SIZE}",
            f"-DNS_REMOTE_MAP_SIZE={ns_nat.REMOTE_MAP_SIZE}",
            f"-DL2_RESPONDER_MAP_SIZE={l2_responder.MAP_SIZE}", f"-DHOST_IFACES_MAP_SIZE={host_ifaces.MAP_SIZE}"]
+        + bandwidth_cflags(bandwidth_mode)
     )
 
 
@@ -254,16 +256,19 @@ class HostProgram(_BpfObject):
     """One compiled bpf_host object: ``from_netdev`` (tc ingress) and
     ``to_netdev`` (tc egress) for the node's LAN interface(s), and their maps
     (``l2_responder``, ``host_ifaces``, the north-south ``lb4_*`` copies,
-    ``ns_nat``, ``ns_remote_backends``)."""
+    ``ns_nat``, ``ns_remote_backends``, ``bw_pods``).  ``bandwidth_mode``
+    chooses how ``to_netdev`` enforces pod egress limits (lib/bandwidth.h)."""
 
-    def __init__(self, extra_cflags: Sequence[str] = ()) -> None:
+    def __init__(self, extra_cflags: Sequence[str] = (),
+                 bandwidth_mode: BandwidthMode = BandwidthMode.HTB) -> None:
+        self.bandwidth_mode = BandwidthMode(bandwidth_mode)
         with BCC_LOCK:
             self._init(extra_cflags)
 
     def _init(self, extra_cflags: Sequence[str]) -> None:
         kernel_source = _check_kernel_source()
         bcc = _import_bcc()
-        cflags = [f"-I{BPF_DIR}", *host_cflags(), *extra_cflags]
+        cflags = [f"-I{BPF_DIR}", *host_cflags(self.bandwidth_mode), *extra_cflags]
         try:
             self._bpf = bcc.BPF(text=bundle_source(HOST_SOURCE).encode(), cflags=cflags)
         except Exception as exc:

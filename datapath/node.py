@@ -12,6 +12,10 @@
         dp.set_l2_responders([(IPv4Address("10.10.200.1"), "ens5")])
         dp.set_north_south(lb_table, cluster, "k8s-w1")
 
+        # per-pod egress limits on those interfaces (datapath/bandwidth.py)
+        dp.set_bandwidth({IPv4Address("10.0.1.5"): 1_250_000})   # pod IP -> bytes/s
+        dp.bandwidth_limits()                                     # read back from the kernel
+
 The host program is compiled and loaded on the first :meth:`attach_host`,
 so a node that never needs it does not pay for it.
 """
@@ -26,6 +30,7 @@ from twin.model.objects import Cluster
 from twin.semantics.tables import LBService, LBTable, PolicyTable
 
 from datapath import compile as dpcompile
+from datapath.bandwidth import Mechanism, NodeBandwidth, PodBandwidth, probe_mechanism
 from datapath.attach import HOST_FILTER_PRIO, LxcAttachment, NetnsRef, TcAttacher
 from datapath.compile_lb import LBIds
 from datapath.compile_ns import compile_north_south
@@ -33,7 +38,7 @@ from datapath.errors import AttachError, DatapathError
 from datapath.lifecycle import KernelOwner
 from datapath.loader import HostProgram, NodeProgram
 from datapath.maps import conntrack, endpoints, host_ifaces, ipcache, l2_responder, lb_backends, lb_revnat
-from datapath.maps import lb_services, ns_nat, policy
+from datapath.maps import bandwidth as bw_pods, lb_services, ns_nat, policy
 from datapath.maps.conntrack import CtKey, CtValue
 from datapath.maps.events import EventReader, FlowRecord
 from datapath.maps.policy import PolicyKey, PolicyValue
@@ -60,9 +65,16 @@ class EndpointSpec:
 class NodeDatapath(CachedMaps, KernelOwner):
     """Load, attach, program and tear down the datapath of one node netns."""
 
-    def __init__(self, netns: NetnsRef, *, extra_cflags: Sequence[str] = ()) -> None:
+    def __init__(self, netns: NetnsRef, *, extra_cflags: Sequence[str] = (),
+                 bandwidth_mechanism: Mechanism | None = None) -> None:
+        """``bandwidth_mechanism``: how the host program enforces pod egress
+        limits (None: :func:`datapath.bandwidth.probe_mechanism`, when the host
+        program is loaded)."""
         self.netns = os.fspath(netns)
         self._extra_cflags = tuple(extra_cflags)
+        self._bw_mechanism = bandwidth_mechanism
+        self._bandwidth: NodeBandwidth | None = None
+        self._bw_limits: dict[ipaddress.IPv4Address, int] = {}
         self._program: NodeProgram | None = None
         self._attacher: TcAttacher | None = None
         self._events: EventReader | None = None
@@ -93,6 +105,10 @@ class NodeDatapath(CachedMaps, KernelOwner):
     def _release(self) -> list[str]:
         """Detach everything we attached and free the maps."""
         errors: list[str] = []
+        if self._bandwidth is not None:
+            errors += self._bandwidth.close()
+            self._bandwidth = None
+            self._bw_limits = {}
         if self._attacher is not None:
             for name, att in [*self._attachments.items(), *self._host_attachments.items()]:
                 try:
@@ -206,7 +222,7 @@ class NodeDatapath(CachedMaps, KernelOwner):
         node_ip = ipaddress.IPv4Address(node_ip)
         tc = self._tc
         if self._host is None:
-            self._host = HostMaps(HostProgram(self._extra_cflags))
+            self._host = HostMaps(HostProgram(self._extra_cflags, bandwidth_mode=self.bandwidth_mechanism.mode))
         prog = self._host.program
         wanted = list(dict.fromkeys(ifnames))
         for name in sorted(set(self._host_attachments) - set(wanted)):
@@ -222,6 +238,8 @@ class NodeDatapath(CachedMaps, KernelOwner):
         # while the agent's thread attaches lxc programs with the same socket
         desired = {a.ifindex: HostIface(self._host_macs[n], node_ip) for n, a in self._host_attachments.items()}
         reconcile(desired, self._host.cached(host_ifaces.CODEC))
+        if self._bandwidth is not None and set(self._bandwidth.devices) != set(self._host_attachments):
+            self._bandwidth.apply(self._bw_limits, self.host_attached)
         return self.host_attached
 
     @property
@@ -289,6 +307,46 @@ class NodeDatapath(CachedMaps, KernelOwner):
     def ns_connections(self) -> dict[NatKey, NatEntry]:
         """The host program's north-south NAT entries (kernel map)."""
         return dict(self._host.live(ns_nat.CODEC).items()) if self._host is not None else {}
+
+    # -- per-pod egress bandwidth on the host interfaces -------------------------
+
+    @property
+    def bandwidth_mechanism(self) -> Mechanism:
+        """How this node enforces egress limits (probed once per process unless given)."""
+        if self._bw_mechanism is None:
+            self._bw_mechanism = probe_mechanism()
+        return self._bw_mechanism
+
+    def set_bandwidth(self, limits: Mapping[ipaddress.IPv4Address | str, int]) -> ReconcileResult:
+        """Make the host interfaces limit exactly ``limits`` (pod IP -> bytes/s, the
+        enforced limits of ``twin.semantics.bandwidth.node_limits``), in place:
+        a changed rate is a tc class change, no program reload.  Needs
+        :meth:`attach_host`.  Raises :class:`~datapath.bandwidth.BandwidthError`
+        (a DatapathError) when a device's root qdisc is not ours to replace."""
+        h = self.host
+        if self._bandwidth is None:
+            if not limits:
+                return ReconcileResult()
+            self._bandwidth = NodeBandwidth(self.netns, self.bandwidth_mechanism, h.cached(bw_pods.CODEC))
+        wanted = {ipaddress.IPv4Address(ip): int(bps) for ip, bps in limits.items()}
+        result = self._bandwidth.apply(wanted, self.host_attached)
+        self._bw_limits = wanted
+        return result
+
+    def bandwidth_limits(self) -> dict[ipaddress.IPv4Address, PodBandwidth]:
+        """Pod IP -> its limit as the kernel holds it (``bw_pods`` entry and class rates)."""
+        if self._bandwidth is None or self._host is None:
+            return {}
+        return self._bandwidth.limits(self._host.live(bw_pods.CODEC))
+
+    def bandwidth_classes(self) -> dict[str, set[int]]:
+        """Host interface -> classids of the bandwidth manager's classes (kernel)."""
+        return self._bandwidth.class_handles() if self._bandwidth is not None else {}
+
+    @property
+    def bandwidth_devices(self) -> list[str]:
+        """The interfaces carrying the bandwidth manager's root qdisc."""
+        return self._bandwidth.devices if self._bandwidth is not None else []
 
     # -- helpers ---------------------------------------------------------------
 

@@ -16,6 +16,13 @@ responder entries for the held leases, gratuitous ARP for the new ones).
 the agent-kill and responder faults; :meth:`NodeAgent.l2_status` says what
 the node holds and since when.
 
+With ``bandwidth=True`` the agent enforces its pods' egress limits (Cilium's
+Bandwidth Manager): the host program goes on the node's uplink (with or
+without L2) and a :class:`~datapath.agent.reconcilers.BandwidthReconciler`
+programs ``twin.semantics.bandwidth.node_limits`` as per-pod classes
+(:mod:`datapath.bandwidth`); :meth:`NodeAgent.bandwidth_status` reads them
+back from the kernel.
+
 One agent per node owns that node's kernel objects: its
 :class:`~datapath.node.NodeDatapath` (tc programs on its pods' lxc devices,
 endpoints/ipcache/policy maps) and, with ``socket_lb``, its
@@ -46,7 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 from datapath.agent.reconcilers import (
-    EndpointsReconciler, HostReconciler, IpcacheReconciler, NodeHost, PolicyReconciler, Reconciler,
+    BandwidthReconciler, EndpointsReconciler, HostReconciler, IpcacheReconciler, NodeHost, PolicyReconciler, Reconciler,
     ServicesReconciler,
 )
 from datapath.agent.store import DesiredState, Watch, WatchSource
@@ -120,7 +127,10 @@ class NodeAgent:
 
     def __init__(self, host: NodeHost, source: WatchSource, *, socket_lb: bool = False,
                  tables: TableCache | None = None, extra_cflags: Sequence[str] = (),
-                 l2: L2Config | None = None, on_l2_event: Callable[[str, dict], None] | None = None) -> None:
+                 l2: L2Config | None = None, on_l2_event: Callable[[str, dict], None] | None = None,
+                 bandwidth: bool = False) -> None:
+        """``bandwidth``: enforce pods' ``kubernetes.io/egress-bandwidth`` on the
+        node's uplink (Cilium's Bandwidth Manager; :mod:`datapath.bandwidth`)."""
         self.host = host
         self.source = source
         self.socket_lb = socket_lb
@@ -150,6 +160,8 @@ class NodeAgent:
         self._programmed: frozenset[str] = frozenset()  # leases whose responder entries were last programmed
         self._l2_tables: ClusterTables | None = None
         self.host_reconciler: HostReconciler | None = None
+        self.bandwidth = bandwidth
+        self.bandwidth_reconciler: BandwidthReconciler | None = None
         self._killed: float | None = None  # time.monotonic() of kill_agent()
         self._closing = False
         self.l2_errors: list[str] = []
@@ -178,9 +190,13 @@ class NodeAgent:
                 self.socklb = NodeSocketLB(extra_cflags=self._extra_cflags).open()
                 self.socklb.attach_cgroup(self.host.cgroup)
                 self.reconcilers.append(ServicesReconciler(self.host, self.socklb))
-            if self.l2 is not None:  # the host program on the LAN interface(s): ARP responder, north-south LB
+            if self.l2 is not None or self.bandwidth:
+                # the host program on the LAN interface(s): ARP responder, north-south LB, pod egress limits
                 self.host_reconciler = HostReconciler(self.host, self.datapath, garp=self._garp)
                 self.reconcilers.append(self.host_reconciler)
+            if self.bandwidth:  # after the host reconciler: it attaches the host program to the uplink
+                self.bandwidth_reconciler = BandwidthReconciler(self.host, self.datapath)
+                self.reconcilers.append(self.bandwidth_reconciler)
             self.start_watching()
         except BaseException:
             self.close()
@@ -531,6 +547,30 @@ class NodeAgent:
             return {"held": dict(self._held), "elector_alive": proc is not None and proc.poll() is None,
                     "responder_fault": self._responder_fault, "programmed": sorted(self._programmed),
                     "wanted": list(self._wanted or ()), "killed": self._killed, "errors": list(self.l2_errors)}
+
+    def bandwidth_status(self) -> dict:
+        """``{"mechanism", "reason", "fq_available", "device", "limits": {pod_key:
+        {"ip", "bytes_per_s", "rate_bps", "class"}}}``, the limits read from the
+        kernel (``bw_pods`` entries; ``rate_bps`` is the HTB class's rate on the
+        device, or bytes_per_s * 8 under EDT; ``class`` None under EDT).  Empty
+        limits and ``device`` None before the first reconcile or without ``bandwidth``."""
+        dp, rec = self.datapath, self.bandwidth_reconciler
+        out: dict = {"mechanism": None, "reason": None, "fq_available": None, "device": None, "limits": {}}
+        if dp is None or not self.bandwidth:
+            return out
+        with self._dp_lock:
+            mech = dp.bandwidth_mechanism
+            out.update(mechanism=mech.name, reason=mech.reason, fq_available=mech.fq_available)
+            devices = dp.bandwidth_devices
+            out["device"] = devices[0] if len(devices) == 1 else (devices or None)
+            kernel = dp.bandwidth_limits()
+            keys = {ip: key for key, ip in (rec.ips.items() if rec is not None else ())}
+            for ip, pb in kernel.items():
+                rates = set(pb.class_rate.values())
+                rate = (rates.pop() * 8 if len(rates) == 1 else None) if pb.classid else pb.rate_bps
+                out["limits"][keys.get(ip, str(ip))] = {"ip": str(ip), "bytes_per_s": pb.bytes_per_s,
+                                                        "rate_bps": rate, "class": pb.class_name}
+        return out
 
     @property
     def killed(self) -> float | None:

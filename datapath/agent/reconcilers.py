@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Collection, Mapping, Protocol
 
 from twin.model.objects import Cluster
+from twin.semantics.bandwidth import EgressLimit, node_limits
 
 from datapath.agent.store import CLUSTER, ENDPOINT_STATES, DesiredState
 from datapath.agent.tables import ClusterTables
@@ -25,7 +26,8 @@ from datapath.reconcile import ReconcileResult
 from datapath.socklb import NodeSocketLB
 
 __all__ = ["NodeHost", "Reconciler", "EndpointsReconciler", "IpcacheReconciler", "PolicyReconciler",
-           "ServicesReconciler", "HostResult", "reconcile_host", "HostReconciler"]
+           "ServicesReconciler", "HostResult", "reconcile_host", "HostReconciler", "BandwidthReconciler",
+           "compile_bandwidth"]
 
 
 @dataclass(frozen=True)
@@ -252,4 +254,35 @@ class HostReconciler:
                 from datapath.garp import send_garp
                 send_garp(self.host.netns, ifname, ip)
             self.garps_sent.append((ip, ifname))
+        return result
+
+
+def compile_bandwidth(cluster: Cluster, node: str) -> tuple[dict[ipaddress.IPv4Address, int], dict[str, EgressLimit]]:
+    """``node``'s pod egress limits as the datapath programs them: pod IP ->
+    bytes/s from :func:`twin.semantics.bandwidth.node_limits` (only enforced
+    limits), and the limits by pod key."""
+    limits = node_limits(cluster, node)
+    ips = {p.key: ipaddress.IPv4Address(p.ip) for p in cluster.pods if p.key in limits}
+    return {ips[key]: lim.bytes_per_s for key, lim in limits.items()}, limits
+
+
+class BandwidthReconciler:
+    """Per-pod egress limits (Cilium's Bandwidth Manager): the node's enforced
+    limits (:func:`compile_bandwidth`) into :meth:`NodeDatapath.set_bandwidth`
+    on the interfaces carrying the host program (the :class:`HostReconciler`
+    runs first and attaches it).  Changed limits change in place."""
+
+    name = "bandwidth"
+    concerns = frozenset({CLUSTER})
+
+    def __init__(self, host: NodeHost, dp: NodeDatapath) -> None:
+        self.host, self.dp = host, dp
+        self.pods: dict[str, EgressLimit] = {}  # pod key -> limit last programmed
+        self.ips: dict[str, ipaddress.IPv4Address] = {}  # pod key -> its IP then
+
+    def reconcile(self, desired: DesiredState, tables: ClusterTables) -> ReconcileResult:
+        limits, by_pod = compile_bandwidth(desired.cluster, self.host.name)
+        result = self.dp.set_bandwidth(limits)
+        self.pods = by_pod
+        self.ips = {p.key: ipaddress.IPv4Address(p.ip) for p in desired.cluster.pods if p.key in by_pod}
         return result

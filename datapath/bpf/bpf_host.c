@@ -2,7 +2,9 @@
  *
  *   from_netdev  tc ingress: ARP responder (lib/l2_responder.h), then
  *                north-south load-balancing and NAT replies (lib/nodeport.h)
- *   to_netdev    tc egress: reverse NAT of local backends' replies
+ *   to_netdev    tc egress: per-pod egress bandwidth (lib/bandwidth.h, on the
+ *                pod's own source address), then reverse NAT of local
+ *                backends' replies
  *
  * Everything that is neither ARP for a responder entry nor traffic of a
  * north-south frontend passes untouched, with TC_ACT_UNSPEC (HOST_PASS), so
@@ -13,6 +15,7 @@
 #include "lib/lb.h"
 #include "lib/l2_responder.h"
 #include "lib/nodeport.h"
+#include "lib/bandwidth.h"
 
 /* A physical NIC drops unicast frames for another MAC in hardware, so Cilium's
  * from-netdev program never sees them.  A veth delivers every frame and marks
@@ -35,5 +38,10 @@ int from_netdev(struct __sk_buff *skb)
 
 int to_netdev(struct __sk_buff *skb)
 {
+	/* before ns_egress: a local backend's reply still has its pod's source */
+	int ret = bw_egress(skb);
+
+	if (ret != HOST_PASS)
+		return ret;
 	return ns_egress(skb);
 }
