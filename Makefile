@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 export BCC_KERNEL_SOURCE ?= $(CURDIR)/.build/kernel-headers
 
-.PHONY: setup demo test test-pure lint-imports clean-kernel bench soak l2-repeat
+.PHONY: setup demo test test-pure lint-imports clean-kernel bench soak l2-repeat calibrate-bandwidth
 
 setup:
 	@bash scripts/setup.sh
@@ -26,13 +26,20 @@ clean-kernel: setup
 # Results: bench/results/latest.json and latest.md.  BENCH_ARGS=--quick for a small run.
 bench: setup
 	$(PY) -m bench.run $(BENCH_ARGS)
+	$(PY) -m bench.bandwidth $(if $(findstring --quick,$(BENCH_ARGS)),--quick,)
+
+# Re-measure the twin's bandwidth calibration profile on this machine's real datapath (root; about
+# 5 minutes): twin/calibration/bandwidth.json. CALIBRATE_ARGS="--repeats 2" for a quick look.
+calibrate-bandwidth: setup
+	$(PY) -m harness.calibrate $(CALIBRATE_ARGS)
 
 # The differential tier (root) with ten times more generated cases and a fresh seed; not run by
 # `make test`. Prints the seed and one line per test (cases, probes, drops, time).
 # HYPOTHESIS_SEED=N make soak replays a run.
 soak: setup
 	SOAK=1 $(PY) -m pytest -q -s tests/harness/test_differential.py tests/harness/test_differential_services.py \
-		tests/harness/test_stateful_reconcile.py tests/harness/test_differential_l2.py
+		tests/harness/test_stateful_reconcile.py tests/harness/test_differential_l2.py \
+		tests/harness/test_differential_bandwidth.py
 
 # L2 failover timing, root only: scenarios 2 and 3 (lease loss, node crash) run settings.repeats (10)
 # times each on the real side, every outage compared with the twin's predicted interval and its Monte Carlo

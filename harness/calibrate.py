@@ -129,6 +129,7 @@ def profile_from(obs, runs: list[dict], duration_s: float, command: str, interva
             point = unlimited.setdefault(key2, {"path": key2[0], "parallel": key2[1], "goodput_bps": [],
                                                 "streams_bps": [], "intervals_bps": []})
         point["goodput_bps"].append(rec.goodput.bps)
+        point.setdefault("cpu_s", []).append(rec.cpu_s)
         point["streams_bps"].append([s.bps for s in rec.streams])
         point["intervals_bps"].extend(i.rate.bps for i in rec.intervals)
     mechanism = (obs.bandwidth or {}).get("mechanism") or "unknown"

@@ -301,6 +301,8 @@ class ThroughputRecord:
     mechanism: str = ""
     basis: str = ""
     evidence: tuple[str, ...] = ()
+    #: real side: CPU seconds of the two iperf3 processes (user + system, as iperf3 reports them)
+    cpu_s: float | None = None
 
     @property
     def key(self) -> str:
@@ -316,7 +318,8 @@ class ThroughputRecord:
                 "duration_s": self.duration_s, "same_node": self.same_node, "limit_bps": self.limit_bps,
                 "goodput": self.goodput.as_dict(), "streams": [r.as_dict() for r in self.streams],
                 "intervals": [i.as_dict() for i in self.intervals], "retransmits": self.retransmits,
-                "mechanism": self.mechanism, "basis": self.basis, "evidence": list(self.evidence)}
+                "mechanism": self.mechanism, "basis": self.basis, "evidence": list(self.evidence),
+                "cpu_s": self.cpu_s}
 
 
 @dataclass(frozen=True)
