@@ -172,3 +172,64 @@ def test_report_reads_records_from_the_observations_of_a_result_without_the_sect
     lines = throughput_lines({"observations": {"real": o.as_dict()}})
     assert lines[0].startswith("  bandwidth manager [real]: mechanism none")
     assert "typo-zero" in lines[-1] and "unlimited" in lines[-1] and "real 6000.000 Mbit/s" in lines[-1]
+
+
+# -- the result's bandwidth section and the limiter asked of every agent (no kernel: fake agents) --
+
+class _AgentWithLimiter:
+    def __init__(self, host, store, socket_lb=False, tables=None, bandwidth: bool = False, **kw):
+        self.kw = {"bandwidth": bandwidth, **kw}
+
+    def bandwidth_status(self) -> dict:
+        return {"mechanism": "htb", "reason": "sch_fq is not available", "fq_available": False, "device": "eth0",
+                "limits": {"default/netperf-server": {"ip": "172.16.1.10", "bytes_per_s": 1_250_000,
+                                                      "rate_bps": 10_000_000, "class": "1:10"}}}
+
+
+class _AgentWithoutLimiter:
+    def __init__(self, host, store, socket_lb=False, tables=None, **kw):
+        self.kw = kw
+
+
+def test_a_run_needing_the_limiter_asks_every_agent_for_it_and_records_the_mechanism(inputs):
+    from harness.realcluster import RealCluster, limiter_supported
+    assert limiter_supported(_AgentWithLimiter) and not limiter_supported(_AgentWithoutLimiter)
+    rc = RealCluster(inputs.cluster, socket_lb=False, bandwidth=True)
+    rc._check_limiter(_AgentWithLimiter)
+    agent = rc._make_agent(_AgentWithLimiter, type("H", (), {"name": "k8s-w1"})(), None)
+    assert agent.kw["bandwidth"] is True
+    rc.agents = {"k8s-w1": agent, "k8s-w2": _AgentWithLimiter(None, None)}
+    st = rc.bandwidth_state()
+    assert st["mechanism"] == "htb" and st["reason"] == "sch_fq is not available"
+    assert st["nodes"]["k8s-w1"]["limits"]["default/netperf-server"]["rate_bps"] == 10_000_000
+    assert rc.node_mechanism("k8s-w1") == "htb"
+
+
+def test_a_datapath_without_the_limiter_is_a_clear_error_unless_allowed(inputs, monkeypatch):
+    from harness.errors import HarnessError
+    from harness.realcluster import ALLOW_NO_LIMITER, RealCluster
+    monkeypatch.delenv(ALLOW_NO_LIMITER, raising=False)
+    with pytest.raises(HarnessError, match="no `bandwidth` parameter.*TWIN_ALLOW_NO_LIMITER=1"):
+        RealCluster(inputs.cluster, bandwidth=True)._check_limiter(_AgentWithoutLimiter)
+    monkeypatch.setenv(ALLOW_NO_LIMITER, "1")
+    rc = RealCluster(inputs.cluster, bandwidth=True)
+    rc._check_limiter(_AgentWithoutLimiter)
+    assert "bandwidth" not in rc._make_agent(_AgentWithoutLimiter, type("H", (), {"name": "k8s-w1"})(), None).kw
+    st = rc.bandwidth_state()
+    assert st["mechanism"] == "none" and "measured without it" in st["reason"]
+    assert RealCluster(inputs.cluster, bandwidth=False).bandwidth_state()["mechanism"] == "none"
+
+
+def test_an_iperf3_result_becomes_a_throughput_record_with_the_limit_when_the_step_started(inputs):
+    from harness.iperf import IperfResult
+    from harness.real import throughput_record
+    step = next(s for s in inputs.scenario.steps if s.kind == "throughput")
+    res = IperfResult(9.51e6, (9.51e6,), ((0.0, 1.0, 9.4e6), (1.0, 2.0, 9.6e6)), 2, 3.0, True,
+                      ("iperf3", "-c", "172.16.1.10", "-R"), 5201, "172.16.1.10", 3.05)
+    r = throughput_record(step, {"t": 0.5, "limit_bps": 10_000_000, "same_node": False, "mechanism": "htb",
+                                 "raw": "10M", "limit_note": ""}, res)
+    assert (r.name, r.sender, r.receiver, r.limit_bps, r.same_node, r.mechanism, r.retransmits) == \
+        ("cross-node-10M", "default/netperf-server", "default/netperf-client", 10_000_000, False, "htb", 2)
+    assert r.goodput == Rate(9.51e6) and r.streams == (Rate(9.51e6),)
+    assert r.intervals[1] == RateInterval(1.0, 2.0, Rate(9.6e6))
+    assert "iperf3 -c 172.16.1.10 -R" in r.evidence and "limited to 10000000 bit/s" in r.basis
