@@ -33,8 +33,8 @@ from collections import Counter
 
 from twin.model.enums import Direction, DropReason, Protocol
 from twin.model.observations import (ArpObservation, Event, FaultRecord, FlowRecord, KillRecord, LeaseTransition,
-                                     Observations)
-from twin.model.run import RunInputs, dispatch, needs_l2, needs_services
+                                     Observations, Rate, RateInterval, ThroughputRecord)
+from twin.model.run import RunInputs, dispatch, needs_bandwidth, needs_l2, needs_services
 from twin.model.scenario import Probe, Step
 from twin.semantics.probe import ProbeTarget, resolve_targets
 from twin.semantics.view import ClusterView
@@ -196,6 +196,30 @@ def observe_probe(rc: RealCluster, view: ClusterView, probe: Probe, target: Prob
     )
 
 
+def throughput_record(step: Step, start: dict, res) -> ThroughputRecord:
+    """An iperf3 measurement (:class:`harness.iperf.IperfResult`) of a ``throughput`` step as the
+    shared record; ``start`` holds what was known when it started (``t``, ``limit_bps``,
+    ``same_node``, ``mechanism``, the annotation's ``raw`` value and its ``limit_note``)."""
+    tp = step.throughput
+    lim = start.get("limit_bps")
+    basis = (f"iperf3 {'-R ' if tp.direction == 'reverse' else ''}receiver goodput (sum_received) over "
+             f"{res.seconds:.3f} s; sender {tp.sender} "
+             + (f"limited to {lim} bit/s on the wire" if lim else "unlimited")
+             + (" (same node: not limited)" if lim and start.get("same_node") else ""))
+    evidence = [" ".join(res.argv), f"server {res.server_ip}:{res.port} in {tp.dst}",
+                f"mechanism {start.get('mechanism')}", f"wall {res.wall_s} s"]
+    if start.get("raw") is not None:
+        evidence.append(f"annotation {start['raw']!r}" + (f": {start['limit_note']}" if start.get("limit_note") else ""))
+    return ThroughputRecord(
+        name=tp.name, step=step.index, t=start["t"], sender=tp.sender, receiver=tp.receiver,
+        direction=tp.direction, parallel=tp.parallel, duration_s=tp.duration_s, same_node=bool(start["same_node"]),
+        limit_bps=lim, goodput=Rate(round(res.goodput_bps, 1)),
+        streams=tuple(Rate(round(b, 1)) for b in res.streams_bps),
+        intervals=tuple(RateInterval(t0, t1, Rate(round(b, 1))) for t0, t1, b in res.intervals),
+        retransmits=res.retransmits, mechanism=str(start.get("mechanism") or "none"), basis=basis,
+        evidence=tuple(evidence))
+
+
 class RealBackend:
     """The real datapath as a :class:`~twin.model.run.Backend`: a topology of
     namespaces, one BPF datapath (and socket LB) per node, real tools in the pods."""
@@ -213,7 +237,7 @@ class RealBackend:
         wall0 = time.perf_counter()
         st = inputs.scenario.settings
         l2 = L2Options(st.api_backup_path, st.external) if needs_l2(inputs.scenario, inputs.cluster) else None
-        with RealCluster(inputs.cluster, l2=l2) as rc:
+        with RealCluster(inputs.cluster, l2=l2, bandwidth=needs_bandwidth(inputs)) as rc:
             log.append({"t": 0.0, "event": "built", "seconds": round(time.perf_counter() - wall0, 3)})
             t0 = time.monotonic()
             pipeline = RealPipeline(rc, t0, log, seed=seed) if needs_services(inputs.scenario) else None
@@ -228,9 +252,13 @@ class RealBackend:
                     dispatch(steps, step)
                 for name in list(traffic.loops):  # loops the scenario never awaited
                     traffic.await_loop(name)
+                for name in list(steps.throughputs):  # background throughputs never awaited
+                    steps.await_throughput(name)
                 if monitor is not None:
                     monitor.poll()
+                obs.bandwidth = rc.bandwidth_state()  # before teardown: what the agents programmed at the end
             finally:
+                steps.close()
                 traffic.close()
                 if pipeline:
                     pipeline.close()
@@ -241,6 +269,7 @@ class RealBackend:
         obs.events = [Event(round(e["t"], 6), e["event"], {k: v for k, v in e.items() if k not in ("t", "event")})
                       for e in list(log)]
         obs.requests, obs.holds, obs.syscalls = traffic.rows, traffic.hold_results, traffic.syscall_results
+        obs.throughput = sorted(obs.throughput, key=lambda r: (r.step, r.name))
         obs.wall_seconds = round(time.perf_counter() - wall0, 3)
         return obs
 
@@ -270,6 +299,17 @@ class _RealSteps:
         self.inputs, self.rc, self.traffic, self.obs, self.log, self.t0 = inputs, rc, traffic, obs, log, t0
         self.monitor = monitor
         self.view = ClusterView(inputs.cluster)
+        from harness.iperf import PortBook
+        self.ports = PortBook()
+        #: background throughput steps running: name -> (step, IperfRun, record fields known at start)
+        self.throughputs: dict[str, tuple] = {}
+
+    def close(self) -> None:
+        """Stop every iperf3 still running (an error or Ctrl-C left it behind)."""
+        for name, (_, run, _) in list(self.throughputs.items()):
+            run.close()
+            self.ports.give(run.server_pod, run.port)
+        self.throughputs.clear()
 
     def now(self) -> float:
         return round(time.monotonic() - self.t0, 6)
@@ -310,7 +350,10 @@ class _RealSteps:
         self.traffic.start_loop(step.traffic)
 
     def on_await(self, step: Step) -> None:
-        self.traffic.await_loop(step.name)
+        if step.name in self.throughputs:
+            self.await_throughput(step.name)
+        else:
+            self.traffic.await_loop(step.name)
 
     def on_hold(self, step: Step) -> None:
         self.traffic.hold(step.hold, step.index)
@@ -328,8 +371,43 @@ class _RealSteps:
         self._change(step)
 
     def on_throughput(self, step: Step) -> None:
-        from harness.errors import HarnessError
-        raise HarnessError("throughput steps on the real datapath: issue 8, in progress")
+        """iperf3 between the two pods (:mod:`harness.iperf`); blocking, or in the background
+        until an ``await: {throughput: NAME}`` (or the end of the run)."""
+        from harness.iperf import IperfRun
+        from twin.semantics.bandwidth import egress_limit
+        tp = step.throughput
+        cluster = self.rc.cluster  # the desired cluster as last published (after annotate steps)
+        server, client, sender = cluster.pod(tp.dst), cluster.pod(tp.src), cluster.pod(tp.sender)
+        lim = egress_limit(sender, cluster.values)
+        start = {"t": self.now(), "limit_bps": lim.rate_bps if lim is not None else None,
+                 "limit_note": lim.note if lim is not None else "", "raw": lim.raw if lim is not None else None,
+                 "same_node": server.node == client.node, "mechanism": self.rc.node_mechanism(sender.node)}
+        port = self.ports.take(tp.dst, tp.port)
+        try:
+            run = IperfRun(self.rc.topo, tp.dst, str(server.ip), tp.src, port, tp.duration_s, tp.interval_s,
+                           tp.parallel, tp.direction == "reverse").start()
+        except BaseException:
+            self.ports.give(tp.dst, port)
+            raise
+        self.log.append({"t": start["t"], "event": "throughput-started", "name": tp.name, "sender": tp.sender,
+                         "receiver": tp.receiver, "port": port, "limit_bps": start["limit_bps"],
+                         "background": tp.background})
+        self.throughputs[tp.name] = (step, run, start)
+        if not tp.background:
+            self.await_throughput(tp.name)
+
+    def await_throughput(self, name: str) -> None:
+        """Wait for a running throughput step and record it."""
+        step, run, start = self.throughputs[name]
+        try:
+            res = run.wait()
+        finally:
+            self.throughputs.pop(name, None)
+            self.ports.give(run.server_pod, run.port)
+        rec = throughput_record(step, start, res)
+        self.obs.throughput.append(rec)
+        self.log.append({"t": self.now(), "event": "throughput-done", "name": name,
+                         "goodput_bps": round(res.goodput_bps), "retransmits": res.retransmits})
 
     def _need_l2(self, step: Step) -> None:
         if self.rc.l2 is None:

@@ -33,7 +33,18 @@ from dataclasses import dataclass, field
 from twin.model.findings import TwinError
 from twin.model.objects import Cluster
 
-__all__ = ["RealCluster", "L2Options", "L2Monitor", "L2Consistency"]
+__all__ = ["RealCluster", "L2Options", "L2Monitor", "L2Consistency", "limiter_supported", "ALLOW_NO_LIMITER"]
+
+#: set to 1 to run a Bandwidth Manager scenario on a datapath without the limiter (everything unlimited)
+ALLOW_NO_LIMITER = "TWIN_ALLOW_NO_LIMITER"
+
+
+def limiter_supported(NodeAgent=None) -> bool:
+    """Whether the datapath's ``NodeAgent`` takes ``bandwidth=`` (the Bandwidth Manager's limiter)."""
+    import inspect
+    if NodeAgent is None:
+        from datapath.agent import NodeAgent
+    return "bandwidth" in inspect.signature(NodeAgent).parameters
 
 
 @dataclass(frozen=True)
@@ -55,10 +66,15 @@ class RealCluster:
     """Topology + per node an agent owning a tc datapath on its lxc devices and
     (with socket LB) a socket LB on the node's own cgroup2 directory."""
 
-    def __init__(self, cluster: Cluster, socket_lb: bool | None = None, l2: L2Options | None = None):
+    def __init__(self, cluster: Cluster, socket_lb: bool | None = None, l2: L2Options | None = None,
+                 bandwidth: bool = False):
         self.cluster = cluster
         self.socket_lb = cluster.values.socket_lb if socket_lb is None else socket_lb
         self.l2 = l2
+        #: the Bandwidth Manager's limiter on every node's native device (``needs_bandwidth``)
+        self.bandwidth = bandwidth
+        #: why the run has no limiter although it asked for one (``TWIN_ALLOW_NO_LIMITER``), else None
+        self.limiter_missing: str | None = None
         self.topo = None
         self.store = None
         self.agents: dict = {}
@@ -92,6 +108,7 @@ class RealCluster:
     def __enter__(self) -> "RealCluster":
         from datapath.agent import NodeAgent, NodeHost, Store, TableCache
         from harness.topology import RealTopology
+        self._check_limiter(NodeAgent)
         try:
             if self.l2 is not None:  # the API server's host, backup path and external host's ARP settings
                 from twin.semantics.l2 import election_params
@@ -143,17 +160,72 @@ class RealCluster:
                         self.topo.external_add_pool(str(net))
                         self._pools.add(str(net))
 
+    def _check_limiter(self, NodeAgent) -> None:
+        """A run that needs the Bandwidth Manager needs a NodeAgent with the limiter
+        (``NodeAgent(..., bandwidth=True)``).  Without it the run stops with a clear error —
+        unless ``TWIN_ALLOW_NO_LIMITER=1`` asks to measure anyway (everything unlimited,
+        mechanism ``none``, the reason in ``result.json``)."""
+        if not self.bandwidth or limiter_supported(NodeAgent):
+            return
+        why = ("the installed datapath.agent.NodeAgent has no `bandwidth` parameter: the Bandwidth Manager's "
+               "limiter is not in this datapath (issue 8)")
+        if os.environ.get(ALLOW_NO_LIMITER) == "1":
+            self.limiter_missing = why + f"; {ALLOW_NO_LIMITER}=1: measured without it, nothing is limited"
+            return
+        from harness.errors import HarnessError
+        raise HarnessError(f"this run needs the Bandwidth Manager (bandwidthManager.enabled and a throughput or "
+                           f"annotate step), but {why}. Set {ALLOW_NO_LIMITER}=1 to measure without a limiter.")
+
+    @property
+    def limiter(self) -> bool:
+        """Whether the agents run the Bandwidth Manager's limiter."""
+        return self.bandwidth and self.limiter_missing is None
+
     def _make_agent(self, NodeAgent, host, tables):
-        """One node's agent; in L2 runs with its elector (API URL, election timings, rate limit)."""
+        """One node's agent; in L2 runs with its elector (API URL, election timings, rate limit);
+        with the Bandwidth Manager's limiter when the run needs it."""
+        extra = {"bandwidth": True} if self.limiter else {}
         if self.l2 is None:
-            return NodeAgent(host, self.store, socket_lb=self.socket_lb, tables=tables)
+            return NodeAgent(host, self.store, socket_lb=self.socket_lb, tables=tables, **extra)
         from datapath.agent import L2Config
         topo, node = self.topo, host.name
 
         def spawn(argv, **kw):  # the elector process in the node's netns, its pid in the run's state file
             return topo.popen(node, argv, **kw)
         return NodeAgent(host, self.store, socket_lb=self.socket_lb, tables=tables,
-                         l2=L2Config(self.control.url, self.params, spawn=spawn), on_l2_event=self._on_l2_event)
+                         l2=L2Config(self.control.url, self.params, spawn=spawn), on_l2_event=self._on_l2_event,
+                         **extra)
+
+    def bandwidth_state(self) -> dict:
+        """The Bandwidth Manager as this run has it (``Observations.bandwidth``): ``mechanism``
+        (``htb`` | ``edt-fq`` from the agents' ``bandwidth_status()``; ``none`` without a
+        limiter), ``reason``, and per node its device, whether ``sch_fq`` exists and the
+        limits it programmed (``{pod: {ip, bytes_per_s, rate_bps, class}}``)."""
+        if not self.bandwidth:
+            return {"mechanism": "none", "reason": "the run does not need the Bandwidth Manager "
+                    "(bandwidthManager.enabled is false, or no throughput/annotate step and no egress annotation)",
+                    "nodes": {}}
+        if not self.limiter:
+            return {"mechanism": "none", "reason": self.limiter_missing, "nodes": {}}
+        nodes: dict[str, dict] = {}
+        for name, agent in sorted(self.agents.items()):
+            try:
+                nodes[name] = dict(agent.bandwidth_status())
+            except Exception as exc:  # a killed agent, or one being torn down
+                nodes[name] = {"mechanism": None, "error": f"{type(exc).__name__}: {exc}"}
+        mechs = sorted({str(n.get("mechanism")) for n in nodes.values() if n.get("mechanism")})
+        reasons = sorted({str(n.get("reason")) for n in nodes.values() if n.get("reason")})
+        return {"mechanism": mechs[0] if len(mechs) == 1 else ("mixed: " + ", ".join(mechs) if mechs else "unknown"),
+                "reason": "; ".join(reasons), "nodes": nodes}
+
+    def node_mechanism(self, node: str) -> str:
+        """The limiter ``node``'s agent runs (``htb`` | ``edt-fq``), ``none`` without one."""
+        if not self.limiter or node not in self.agents:
+            return "none"
+        try:
+            return str(self.agents[node].bandwidth_status().get("mechanism") or "unknown")
+        except Exception as exc:  # noqa: BLE001 - a killed agent reports nothing
+            return f"unknown ({type(exc).__name__})"
 
     def _on_l2_event(self, node: str, event) -> None:
         t = event.get("t") if isinstance(event, dict) else None

@@ -1,6 +1,7 @@
 """Plain-text summary of a scenario result (what `twin run` prints)."""
 from __future__ import annotations
 
+from reports.bandwidth_text import throughput_lines
 from reports.l2_text import l2_lines
 
 
@@ -15,7 +16,7 @@ def render(result: dict) -> str:
     for name, obs in result["observations"].items():
         flows = obs["flows"]
         fwd = sum(1 for f in flows if f["verdict"] == "FORWARDED")
-        if flows or not obs.get("traffic"):
+        if flows or not (obs.get("traffic") or obs.get("throughput")):
             lines.append(f"  {name}: {len(flows)} flow records, {fwd} forwarded, {len(flows) - fwd} dropped")
     shown = next((o["flows"] for o in result["observations"].values()), [])
     for f in shown:
@@ -42,6 +43,7 @@ def render(result: dict) -> str:
             lines.append(f"  {name}: {sc['name']}: connect({sc['connect']}) getsockname→{sc['getsockname_ip']} "
                          f"getpeername→{sc['getpeername']}; capture saw {', '.join(sc.get('capture_ips', []))}"
                          + (" INCLUDING the ClusterIP" if sc.get("capture_has_frontend") else " (never the ClusterIP)"))
+    lines += throughput_lines(result)
     lines += l2_lines(result)
     for ch in result.get("verdict_changes", []):
         lines.append(f"  verdict changed: {ch['flow']}: {ch['before']} (step {ch['before_step']}) → "
