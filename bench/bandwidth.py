@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 from harness.calibrate import calibrate
-from twin.model.calibration import load_bandwidth_profile
+from twin.calibration import load_bandwidth_profile
 from twin.semantics.bandwidth import tcp_payload_fraction
 from twin.semantics.delays import DELAYS
 from twin.semantics.rates import limit_of, predict_throughput

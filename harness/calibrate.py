@@ -40,7 +40,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from twin.model.calibration import BANDWIDTH_PROFILE, SCHEMA, load_bandwidth_profile
+from twin.calibration import BANDWIDTH_PROFILE, load_bandwidth_profile
+from twin.model.calibration import SCHEMA
 from twin.model.findings import InputError, TwinError
 from twin.semantics.bandwidth import DEFAULT_MTU, EGRESS_ANNOTATION, parse_quantity
 

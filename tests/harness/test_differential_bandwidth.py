@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 import diffkit
 from harness.real import RealCluster, real_unavailable_reason
 from twin.model.build import build_cluster
-from twin.model.calibration import load_bandwidth_profile
+from twin.calibration import load_bandwidth_profile
 from twin.model.yamlsrc import Source
 from twin.semantics.bandwidth import EGRESS_ANNOTATION, egress_limit
 from twin.semantics.rates import predict_throughput, rate_agrees

@@ -8,7 +8,7 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from twin.model.calibration import load_bandwidth_profile
+from twin.calibration import load_bandwidth_profile
 from twin.semantics.bandwidth import EgressLimit, egress_limit, tcp_payload_fraction
 from twin.semantics.rates import efficiency, interval_bounds, jain, predict_throughput
 

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from harness.inputs import load_run_inputs
 from simhelp import without_wall
-from twin.model.calibration import load_bandwidth_profile
+from twin.calibration import load_bandwidth_profile
 from twin.semantics.bandwidth import tcp_payload_fraction
 from twin.semantics.delays import DELAYS
 from twin.sim import TwinBackend

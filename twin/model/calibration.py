@@ -2,8 +2,8 @@
 models are built from (never constants tuned until a test passes).
 
 A profile is a versioned JSON file in ``twin/calibration/`` written by the
-measuring tool (``make calibrate-bandwidth``, ``harness.calibrate``) and read
-here; it says where, when and how it was measured.  The twin says which
+measuring tool (``make calibrate-bandwidth``, ``harness.calibrate``), read by
+:func:`twin.calibration.load_bandwidth_profile` and parsed here (pure); it says where, when and how it was measured.  The twin says which
 profile it used in every prediction's ``basis``.
 
 ``bandwidth.json`` (schema 1)::
@@ -22,12 +22,8 @@ profile it used in every prediction's ``basis``.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
-CALIBRATION_DIR = Path(__file__).resolve().parent.parent / "calibration"
-BANDWIDTH_PROFILE = CALIBRATION_DIR / "bandwidth.json"
 SCHEMA = 1
 
 
@@ -62,7 +58,7 @@ class BandwidthProfile:
 
     def describe(self) -> str:
         m = self.measured
-        return (f"calibration {Path(self.file).name} ({self.mechanism}, {self.tool}, {self.duration_s:g} s runs; "
+        return (f"calibration {self.file.replace(chr(92), '/').rsplit('/', 1)[-1]} ({self.mechanism}, {self.tool}, {self.duration_s:g} s runs; "
                 f"measured {m.get('date', '?')} on {m.get('host', '?')}, kernel {m.get('kernel', '?')})")
 
     def as_dict(self) -> dict:
@@ -109,16 +105,8 @@ def _point(file: str, where: str, d, limited: bool) -> RatePoint:
                      path=path)
 
 
-def load_bandwidth_profile(path: str | Path | None = None) -> BandwidthProfile:
-    """Read a bandwidth calibration profile (default: the repo's ``twin/calibration/bandwidth.json``)."""
-    p = Path(path) if path is not None else BANDWIDTH_PROFILE
-    file = str(p)
-    try:
-        data = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise CalibrationError(f"{file}: no such calibration profile (make calibrate-bandwidth writes it)") from None
-    except (OSError, ValueError) as exc:
-        raise CalibrationError(f"{file}: cannot be read as JSON: {exc}") from None
+def parse_bandwidth_profile(data, file: str) -> BandwidthProfile:
+    """A bandwidth profile from its JSON document (``file`` names it in errors)."""
     if not isinstance(data, dict) or data.get("profile") != "bandwidth":
         raise CalibrationError(f"{file}: profile: must be \"bandwidth\"")
     if data.get("schema") != SCHEMA:

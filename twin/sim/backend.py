@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import time
 
-from twin.model.calibration import BandwidthProfile, load_bandwidth_profile
+from twin.calibration import load_bandwidth_profile
+from twin.model.calibration import BandwidthProfile
 from twin.model.enums import Verdict
 from twin.model.observations import FlowRecord, KillRecord, Observations
 from twin.model.run import RunInputs, dispatch, needs_l2, needs_services
