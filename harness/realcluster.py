@@ -33,19 +33,7 @@ from dataclasses import dataclass, field
 from twin.model.findings import TwinError
 from twin.model.objects import Cluster
 
-__all__ = ["RealCluster", "L2Options", "L2Monitor", "L2Consistency", "limiter_supported", "ALLOW_NO_LIMITER"]
-
-#: set to 1 to run a Bandwidth Manager scenario on a datapath without the limiter (everything unlimited)
-ALLOW_NO_LIMITER = "TWIN_ALLOW_NO_LIMITER"
-
-
-def limiter_supported(NodeAgent=None) -> bool:
-    """Whether the datapath's ``NodeAgent`` takes ``bandwidth=`` (the Bandwidth Manager's limiter)."""
-    import inspect
-    if NodeAgent is None:
-        from datapath.agent import NodeAgent
-    return "bandwidth" in inspect.signature(NodeAgent).parameters
-
+__all__ = ["RealCluster", "L2Options", "L2Monitor", "L2Consistency"]
 
 @dataclass(frozen=True)
 class L2Options:
@@ -73,8 +61,6 @@ class RealCluster:
         self.l2 = l2
         #: the Bandwidth Manager's limiter on every node's native device (``needs_bandwidth``)
         self.bandwidth = bandwidth
-        #: why the run has no limiter although it asked for one (``TWIN_ALLOW_NO_LIMITER``), else None
-        self.limiter_missing: str | None = None
         self.topo = None
         self.store = None
         self.agents: dict = {}
@@ -108,7 +94,6 @@ class RealCluster:
     def __enter__(self) -> "RealCluster":
         from datapath.agent import NodeAgent, NodeHost, Store, TableCache
         from harness.topology import RealTopology
-        self._check_limiter(NodeAgent)
         try:
             if self.l2 is not None:  # the API server's host, backup path and external host's ARP settings
                 from twin.semantics.l2 import election_params
@@ -160,26 +145,10 @@ class RealCluster:
                         self.topo.external_add_pool(str(net))
                         self._pools.add(str(net))
 
-    def _check_limiter(self, NodeAgent) -> None:
-        """A run that needs the Bandwidth Manager needs a NodeAgent with the limiter
-        (``NodeAgent(..., bandwidth=True)``).  Without it the run stops with a clear error —
-        unless ``TWIN_ALLOW_NO_LIMITER=1`` asks to measure anyway (everything unlimited,
-        mechanism ``none``, the reason in ``result.json``)."""
-        if not self.bandwidth or limiter_supported(NodeAgent):
-            return
-        why = ("the installed datapath.agent.NodeAgent has no `bandwidth` parameter: the Bandwidth Manager's "
-               "limiter is not in this datapath (issue 8)")
-        if os.environ.get(ALLOW_NO_LIMITER) == "1":
-            self.limiter_missing = why + f"; {ALLOW_NO_LIMITER}=1: measured without it, nothing is limited"
-            return
-        from harness.errors import HarnessError
-        raise HarnessError(f"this run needs the Bandwidth Manager (bandwidthManager.enabled and a throughput or "
-                           f"annotate step), but {why}. Set {ALLOW_NO_LIMITER}=1 to measure without a limiter.")
-
     @property
     def limiter(self) -> bool:
         """Whether the agents run the Bandwidth Manager's limiter."""
-        return self.bandwidth and self.limiter_missing is None
+        return self.bandwidth
 
     def _make_agent(self, NodeAgent, host, tables):
         """One node's agent; in L2 runs with its elector (API URL, election timings, rate limit);
@@ -205,8 +174,6 @@ class RealCluster:
             return {"mechanism": "none", "reason": "the run does not need the Bandwidth Manager "
                     "(bandwidthManager.enabled is false, or no throughput/annotate step and no egress annotation)",
                     "nodes": {}}
-        if not self.limiter:
-            return {"mechanism": "none", "reason": self.limiter_missing, "nodes": {}}
         nodes: dict[str, dict] = {}
         for name, agent in sorted(self.agents.items()):
             try:

@@ -6,21 +6,18 @@ a filled record (goodput, streams, intervals, retransmits, the sender's limit as
 desired cluster had it, same-node placement), a transfer across an annotation change
 completes, and pods whose annotation Cilium ignores (the typos) are measured unlimited.
 
-The rate checks need the Bandwidth Manager's limiter in the datapath
-(``NodeAgent(..., bandwidth=True)``); until it is merged they skip with
-"limiter not merged yet" and the runs measure without it (``TWIN_ALLOW_NO_LIMITER``).
-Rate checks compare against the limit's best TCP goodput (the limit times
+Each scenario runs on both backends: the rate checks below look at the real
+measurements; ``test_..._agree`` requires the real goodput of every step inside
+the twin's interval (``settings.rate_tolerance``).  Rate checks compare against the limit's best TCP goodput (the limit times
 MSS/(MTU+14): 1448/1514 at MTU 1500) with a stated tolerance, never against timing.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from harness.real import real_unavailable_reason
-from harness.realcluster import ALLOW_NO_LIMITER
 from twin.semantics.bandwidth import tcp_payload_fraction
 
 pytestmark = pytest.mark.harness
@@ -30,17 +27,6 @@ _reason = real_unavailable_reason()
 needs_real = pytest.mark.skipif(_reason is not None, reason=f"real datapath unavailable: {_reason}")
 
 
-def _limiter() -> bool:
-    if _reason is not None:
-        return False
-    import inspect
-
-    from datapath.agent import NodeAgent
-    return "bandwidth" in inspect.signature(NodeAgent).parameters
-
-
-LIMITER = _limiter()
-needs_limiter = pytest.mark.skipif(not LIMITER, reason="limiter not merged yet")
 #: a rate check: within this fraction of the limit's best goodput (HTB/EDT accuracy, 3 s runs, a busy 2-core VM)
 RATE_TOL = 0.10
 #: "unlimited" here: far above every limit these scenarios set (20M at most)
@@ -58,16 +44,7 @@ def near(got: float, limit_bps: float, tol: float = RATE_TOL) -> bool:
 
 def _run(name: str, tmp_path_factory) -> dict:
     from harness.runner import run_scenario
-    old = os.environ.get(ALLOW_NO_LIMITER)
-    if not LIMITER:
-        os.environ[ALLOW_NO_LIMITER] = "1"
-    try:
-        return run_scenario(str(ROOT / f"scenarios/{name}.yaml"), "real", str(tmp_path_factory.mktemp(name)))
-    finally:
-        if old is None:
-            os.environ.pop(ALLOW_NO_LIMITER, None)
-        else:
-            os.environ[ALLOW_NO_LIMITER] = old
+    return run_scenario(str(ROOT / f"scenarios/{name}.yaml"), "both", str(tmp_path_factory.mktemp(name)))
 
 
 def _records(r: dict) -> dict:
@@ -108,7 +85,7 @@ def test_seed_bandwidth_measures_every_step_with_iperf3_and_the_limit_of_that_mo
     assert [recs[k]["limit_bps"] for k in recs] == [10_000_000, 5_000_000, 20_000_000, 20_000_000, 10_000_000]
     assert [recs[k]["same_node"] for k in recs] == [False, False, False, False, True]
     bw = seed["observations"]["real"]["bandwidth"]
-    assert bw["mechanism"] in (("htb", "edt-fq") if LIMITER else ("none",)) and bw["reason"]
+    assert bw["mechanism"] in ("htb", "edt-fq") and bw["reason"]
     assert seed["throughput"]["records"][0]["real"] == recs["cross-node-10M"]["goodput"]["bps"]
 
 
@@ -118,7 +95,6 @@ def test_same_node_client_is_not_limited(seed):
 
 
 @needs_real
-@needs_limiter
 def test_seed_cross_node_goodput_follows_10M_5M_20M(seed):
     recs = _records(seed)
     for name, lim in (("cross-node-10M", 10e6), ("cross-node-5M", 5e6), ("cross-node-20M", 20e6)):
@@ -128,7 +104,6 @@ def test_seed_cross_node_goodput_follows_10M_5M_20M(seed):
 
 
 @needs_real
-@needs_limiter
 def test_limit_changes_in_place_during_a_transfer(seed):
     t = _records(seed)["across-change-20M-to-10M"]  # it completed: the connection survived the change
     iv = {round(i["t0"]): i["bps"] for i in t["intervals"]}
@@ -149,7 +124,6 @@ def test_sharing_runs_two_and_four_streams_beside_an_unlimited_neighbour(sharing
 
 
 @needs_real
-@needs_limiter
 def test_parallel_streams_share_the_pods_limit(sharing):
     recs = _records(sharing)
     for name in ("limited-2-streams", "limited-4-streams"):
@@ -167,3 +141,12 @@ def test_typo_annotations_are_measured_unlimited(typos):
         assert t["limit_bps"] is None, name
         assert t["goodput"]["bps"] > UNLIMITED_BPS, f"{name}: {t['goodput']['bps'] / 1e6:.1f} Mbit/s"
         assert any("no limit" in e for e in t["evidence"]), t["evidence"]
+
+
+@needs_real
+@pytest.mark.parametrize("name", ["seed", "sharing", "typos"])
+def test_both_backends_agree_on_every_throughput_step(name, request):
+    r = request.getfixturevalue(name)
+    assert r["status"]["twin"]["state"] == "ran" and r["status"]["real"]["state"] == "ran", r["status"]
+    rows = [f"{x['key']}: real {x['real']} twin {x['twin']}" for x in r["throughput"]["records"]]
+    assert r["disagreements"] == [], "\n".join(map(str, r["disagreements"])) + "\n" + "\n".join(rows)

@@ -186,16 +186,9 @@ class _AgentWithLimiter:
                                                       "rate_bps": 10_000_000, "class": "1:10"}}}
 
 
-class _AgentWithoutLimiter:
-    def __init__(self, host, store, socket_lb=False, tables=None, **kw):
-        self.kw = kw
-
-
 def test_a_run_needing_the_limiter_asks_every_agent_for_it_and_records_the_mechanism(inputs):
-    from harness.realcluster import RealCluster, limiter_supported
-    assert limiter_supported(_AgentWithLimiter) and not limiter_supported(_AgentWithoutLimiter)
+    from harness.realcluster import RealCluster
     rc = RealCluster(inputs.cluster, socket_lb=False, bandwidth=True)
-    rc._check_limiter(_AgentWithLimiter)
     agent = rc._make_agent(_AgentWithLimiter, type("H", (), {"name": "k8s-w1"})(), None)
     assert agent.kw["bandwidth"] is True
     rc.agents = {"k8s-w1": agent, "k8s-w2": _AgentWithLimiter(None, None)}
@@ -203,21 +196,9 @@ def test_a_run_needing_the_limiter_asks_every_agent_for_it_and_records_the_mecha
     assert st["mechanism"] == "htb" and st["reason"] == "sch_fq is not available"
     assert st["nodes"]["k8s-w1"]["limits"]["default/netperf-server"]["rate_bps"] == 10_000_000
     assert rc.node_mechanism("k8s-w1") == "htb"
-
-
-def test_a_datapath_without_the_limiter_is_a_clear_error_unless_allowed(inputs, monkeypatch):
-    from harness.errors import HarnessError
-    from harness.realcluster import ALLOW_NO_LIMITER, RealCluster
-    monkeypatch.delenv(ALLOW_NO_LIMITER, raising=False)
-    with pytest.raises(HarnessError, match="no `bandwidth` parameter.*TWIN_ALLOW_NO_LIMITER=1"):
-        RealCluster(inputs.cluster, bandwidth=True)._check_limiter(_AgentWithoutLimiter)
-    monkeypatch.setenv(ALLOW_NO_LIMITER, "1")
-    rc = RealCluster(inputs.cluster, bandwidth=True)
-    rc._check_limiter(_AgentWithoutLimiter)
-    assert "bandwidth" not in rc._make_agent(_AgentWithoutLimiter, type("H", (), {"name": "k8s-w1"})(), None).kw
-    st = rc.bandwidth_state()
-    assert st["mechanism"] == "none" and "measured without it" in st["reason"]
     assert RealCluster(inputs.cluster, bandwidth=False).bandwidth_state()["mechanism"] == "none"
+    assert RealCluster(inputs.cluster, bandwidth=False)._make_agent(
+        _AgentWithLimiter, type("H", (), {"name": "k8s-w1"})(), None).kw["bandwidth"] is False
 
 
 def test_an_iperf3_result_becomes_a_throughput_record_with_the_limit_when_the_step_started(inputs):
