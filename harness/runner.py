@@ -375,10 +375,12 @@ def diff_throughput(inputs: RunInputs, twin_obs: Observations | None,
 
     A disagreement (only when both backends ran): a record on one side only; the real
     whole-step goodput outside the twin's ``[lo·(1−tol), hi·(1+tol)]`` (``tol`` =
-    ``settings.rate_tolerance``; only the lower bound when the twin gives no ``hi``); a real
-    stream outside its predicted stream interval likewise; a different ``same_node`` or
-    ``limit_bps``.  Reported, not failing: real/predicted per record (the issue's goal
-    0.95-1.05), Jain's fairness index of the real streams, and the per-interval comparison
+    ``settings.rate_tolerance``; only the lower bound when the twin gives no ``hi``); a
+    different number of streams, ``same_node`` or ``limit_bps``.  Reported, not failing:
+    real/predicted per record (the issue's goal 0.95-1.05), Jain's fairness index of the real
+    streams and each stream against its predicted interval (how TCP flows split one FIFO
+    class is not stable run to run: 0.79-0.99 measured with 4 streams at 10M; the limit
+    they share is what the Bandwidth Manager promises), and the per-interval comparison
     (how many sampling intervals fall inside the twin's interval ± tol)."""
     tol = inputs.scenario.settings.rate_tolerance
     tw = {r.key: r.as_dict() for r in (twin_obs.throughput if twin_obs else [])}
@@ -422,11 +424,6 @@ def diff_throughput(inputs: RunInputs, twin_obs: Observations | None,
             sb = rate_bounds(ts, tol)
             ok = _inside(rs["bps"], sb)
             row["streams"].append({"i": i, "twin": ts, "real": rs["bps"], "inside": ok})
-            if not ok:
-                out.append({"key": key, "field": f"stream {i}", "twin": {k: ts.get(k) for k in ("bps", "lo", "hi")},
-                            "real": rs["bps"],
-                            "why": f"stream {i} of {len(b['streams'])}: real {_mbit(rs['bps'])} outside the twin's "
-                                   f"stream interval ±{tol:g}; real streams' Jain fairness {row['fairness']['real']}"})
         if len(a["streams"]) != len(b["streams"]):
             out.append({"key": key, "field": "streams", "twin": len(a["streams"]), "real": len(b["streams"]),
                         "why": "the number of streams differs"})
