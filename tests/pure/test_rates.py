@@ -58,11 +58,14 @@ def test_goodput_grows_with_the_limit(a, factor):
 
 
 @pytest.mark.parametrize("bps", LIMITS)
-def test_at_a_calibrated_limit_the_interval_is_the_range_of_its_runs(bps):
+def test_at_a_calibrated_limit_the_point_is_its_mean_and_the_interval_the_pooled_relative_spread(bps):
     pt = next(p for p in PROFILE.limited if p.limit_bps == bps and p.parallel == 1)
     p = predict_throughput(limit(bps), False, 1, PROFILE.duration_s, PROFILE)
-    assert math.isclose(p.goodput.lo, min(pt.goodput_bps)) and math.isclose(p.goodput.hi, max(pt.goodput_bps))
-    assert math.isclose(p.goodput.bps, sum(pt.goodput_bps) / len(pt.goodput_bps))
+    mean = sum(pt.goodput_bps) / len(pt.goodput_bps)
+    assert math.isclose(p.goodput.bps, mean)
+    assert all(p.goodput.lo <= x * (1 + 1e-9) and x <= p.goodput.hi * (1 + 1e-9) for x in pt.goodput_bps)
+    devs = [x / (sum(q.goodput_bps) / len(q.goodput_bps)) - 1 for q in PROFILE.limited for x in q.goodput_bps]
+    assert math.isclose(p.goodput.lo / mean - 1, min(devs)) and math.isclose(p.goodput.hi / mean - 1, max(devs))
     assert not p.extrapolated and f"calibrated at {bps / 1e6:g}M" in p.basis and "(n-1)/(n+1)" in p.basis
 
 
@@ -140,11 +143,14 @@ def test_jains_index_is_one_for_equal_shares_and_one_over_n_for_one_taker():
     assert jain([3, 3, 3]) == 1 and math.isclose(jain([5, 0, 0, 0]), 0.25)
 
 
-def test_other_durations_move_the_startup_excess_as_one_over_t_and_keep_the_spread():
+def test_other_durations_move_the_startup_excess_as_one_over_t():
+    from twin.semantics.rates import startup_excess_bps
     bps = LIMITS[0]
+    pt = next(p for p in PROFILE.limited if p.limit_bps == bps and p.parallel == 1)
     cal = predict_throughput(limit(bps), False, 1, PROFILE.duration_s, PROFILE).goodput
     long_ = predict_throughput(limit(bps), False, 1, PROFILE.duration_s * 4, PROFILE).goodput
-    assert math.isclose(cal.hi - cal.lo, long_.hi - long_.lo, rel_tol=1e-9)
+    assert math.isclose(cal.bps - long_.bps, startup_excess_bps(PROFILE, pt) * 0.75, rel_tol=1e-6)
+    assert long_.lo <= long_.bps <= long_.hi
     assert "scales as 1/T" in predict_throughput(limit(bps), False, 1, 20, PROFILE).basis
 
 

@@ -16,10 +16,13 @@ accounting of :mod:`twin.semantics.bandwidth`; none is tuned here):
   sample are interpolated linearly in log(limit) between the two neighbours;
   beyond them the nearest calibrated limit is used and the prediction says
   "extrapolated".
-* **Interval** = [min, max] of the (interpolated) samples: distribution-free,
-  with n exchangeable samples a new one falls inside [min, max] with
-  probability (n-1)/(n+1) (0.5 for n = 3).  Per-interval rates use the
-  profile's per-interval samples the same way.
+* **Interval** = the point x the [min, max] relative spread of every
+  calibrated run against its own configuration's mean, pooled over all
+  calibrated limits (the run-to-run spread is the machine's; five runs of
+  one configuration say little about its tails): distribution-free, with n
+  exchangeable samples a new one falls inside [min, max] with probability
+  (n-1)/(n+1) (0.96 for the 50 runs of the default calibration).
+  Per-interval rates use the profile's per-interval samples the same way.
 * **Parallel streams** share the pod's limit: the sum comes from the
   profile's points with that parallel count when the limit lies within
   the limits measured with it, else from parallel 1.  Per stream = sum / n,
@@ -138,10 +141,24 @@ def _samples(profile: BandwidthProfile, p: RatePoint, kind: str, duration_s: flo
     return xs
 
 
+def _pooled_spread(profile: BandwidthProfile, kind: str, duration_s: float) -> tuple[float, float, int]:
+    """The run-to-run spread of the limiter on the calibrated machine: every calibrated sample
+    relative to the mean of its own configuration, pooled over all limited points
+    -> (min - 1, max - 1, n).  Five runs of one configuration say little about its tails;
+    the relative spread is the machine's, so it is pooled."""
+    devs = []
+    for p in profile.limited:
+        xs = _samples(profile, p, kind, duration_s)
+        m = fmean(xs)
+        devs += [x / m - 1 for x in xs] if m > 0 else []
+    return min(devs), max(devs), len(devs)
+
+
 def _eff_at(profile: BandwidthProfile, p: RatePoint, kind: str, duration_s: float) -> tuple[float, float, float, int]:
     ideal = p.limit_bps * tcp_payload_fraction(profile.mtu)
-    xs = [x / ideal for x in _samples(profile, p, kind, duration_s)]
-    return fmean(xs), min(xs), max(xs), len(xs)
+    point = fmean(x / ideal for x in _samples(profile, p, kind, duration_s))
+    dlo, dhi, n = _pooled_spread(profile, kind, duration_s)
+    return point, point * (1 + dlo), point * (1 + dhi), n
 
 
 def _mbit(bps: float) -> str:
@@ -279,7 +296,8 @@ def predict_throughput(limit: EgressLimit | None, same_node: bool, parallel: int
                "excess (measured - steady goodput, in bits) is fixed, its effect scales as 1/T")
     extra = "; EXTRAPOLATED beyond the calibrated limits" if eff.extrapolated else "; within the calibrated limits"
     basis = (f"limit {_mbit(rate)}bit/s ({limit.raw!r}) x payload fraction {frac:.4f} (MTU {mtu}) x efficiency "
-             f"{eff.point:.4f} [{eff.lo:.4f}, {eff.hi:.4f}] ({eff.how}; interval = [min, max] of {eff.n} runs, "
+             f"{eff.point:.4f} [{eff.lo:.4f}, {eff.hi:.4f}] ({eff.how}; interval = the point x the [min, max] relative spread of all {eff.n} calibrated runs "
+             f"(each against its own configuration's mean), "
              f"{COVERAGE}); per interval efficiency [{ieff.lo:.4f}, {ieff.hi:.4f}]; {par}{sbasis}{dur}{extra}; "
              f"{profile.describe()}")
     return Prediction(goodput, streams, interval, rate, same_node, eff.extrapolated, fair, basis)
