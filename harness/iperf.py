@@ -17,6 +17,8 @@ What is read from iperf3's JSON (:func:`parse_iperf_json`, pure):
   intervals for ``-R``; the server's, from ``--get-server-output``, for a
   forward run, where the client is the sender)
 * retransmits: ``end.sum_sent.retransmits`` (the sender's TCP retransmits)
+* CPU: ``end.cpu_utilization_percent`` ``host_total`` + ``remote_total`` (user + system
+  time of each iperf3 process over the test) as CPU seconds over the receiver's duration
 
 A failed run raises :class:`IperfError` with iperf3's own ``error`` field.
 Several runs at once on one server pod get distinct ports (:class:`PortBook`).
@@ -59,6 +61,8 @@ class IperfResult:
     port: int = 0
     server_ip: str = ""
     wall_s: float = 0.0
+    #: CPU seconds of both iperf3 processes (None when iperf3 did not report it)
+    cpu_s: float | None = None
 
 
 def server_argv(ip: str, port: int) -> list[str]:
@@ -106,8 +110,13 @@ def parse_iperf_json(text: str, what: str = "iperf3") -> IperfResult:
     sent = end.get("sum_sent") or {}
     retr = sent.get("retransmits")
     reverse = bool((doc.get("start") or {}).get("test_start", {}).get("reverse", 0))
+    secs = float(recv.get("seconds", 0.0))
+    cpu = end.get("cpu_utilization_percent") or {}
+    cpu_s = None
+    if isinstance(cpu.get("host_total"), (int, float)) and isinstance(cpu.get("remote_total"), (int, float)):
+        cpu_s = round((cpu["host_total"] + cpu["remote_total"]) / 100.0 * secs, 6)
     return IperfResult(float(recv["bits_per_second"]), streams, tuple(ivals),
-                       int(retr) if retr is not None else None, float(recv.get("seconds", 0.0)), reverse)
+                       int(retr) if retr is not None else None, secs, reverse, cpu_s=cpu_s)
 
 
 def _listening(pid: int, port: int) -> bool:
@@ -222,7 +231,7 @@ class IperfRun:
             if res is None:
                 raise IperfError(f"{what}: exit {self._client.returncode}: {cdrain.err.strip()[:300]}")
             return IperfResult(res.goodput_bps, res.streams_bps, res.intervals, res.retransmits, res.seconds,
-                               res.reverse, tuple(self.argv), self.port, self.server_ip, round(wall, 3))
+                               res.reverse, tuple(self.argv), self.port, self.server_ip, round(wall, 3), res.cpu_s)
         finally:
             self.close()
 

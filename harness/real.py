@@ -217,7 +217,7 @@ def throughput_record(step: Step, start: dict, res) -> ThroughputRecord:
         streams=tuple(Rate(round(b, 1)) for b in res.streams_bps),
         intervals=tuple(RateInterval(t0, t1, Rate(round(b, 1))) for t0, t1, b in res.intervals),
         retransmits=res.retransmits, mechanism=str(start.get("mechanism") or "none"), basis=basis,
-        evidence=tuple(evidence))
+        evidence=tuple(evidence), cpu_s=res.cpu_s)
 
 
 class RealBackend:

@@ -576,7 +576,7 @@ def run_scenario_cli(path: str, backend: str, out: str | None, seed: int) -> int
 
 DEMO_SCENARIOS = ("scenarios/seed-pod-to-pod.yaml", "scenarios/seed-service-socket-lb.yaml",
                   "scenarios/seed-deathstar-l3l4.yaml", "scenarios/lb-backend-failover.yaml",
-                  "scenarios/seed-l2-announcements.yaml")
+                  "scenarios/seed-l2-announcements.yaml", "scenarios/seed-bandwidth.yaml")
 
 
 def demo(out: str) -> int:

@@ -26,7 +26,8 @@ def iperf_doc(reverse: bool, streams=(4.8e6, 4.7e6), sum_bps=9.5e6, retr=3) -> d
            "intervals": ivals,
            "end": {"streams": [{"sender": {"bits_per_second": b + 1}, "receiver": {"bits_per_second": b}} for b in streams],
                    "sum_sent": {"bits_per_second": sum_bps + 1e4, "retransmits": retr, "seconds": 2.0},
-                   "sum_received": {"bits_per_second": sum_bps, "seconds": 2.0}}}
+                   "sum_received": {"bits_per_second": sum_bps, "seconds": 2.0},
+                   "cpu_utilization_percent": {"host_total": 12.5, "remote_total": 37.5}}}
     if not reverse:  # the server received: its intervals come with --get-server-output
         doc["server_output_json"] = {"intervals": [
             {"sum": {"start": 0, "end": 1.0, "bits_per_second": 9.3e6, "sender": False}},
@@ -38,6 +39,7 @@ def test_iperf_reverse_json_gives_receiver_goodput_streams_intervals_and_retrans
     r = parse_iperf_json(json.dumps(iperf_doc(True)))
     assert r.goodput_bps == 9.5e6 and r.streams_bps == (4.8e6, 4.7e6) and r.retransmits == 3 and r.reverse
     assert r.intervals == ((0.0, 1.0, 9.4e6), (1.0, 2.0, 9.6e6))
+    assert r.cpu_s == 1.0  # (12.5 % + 37.5 %) of 2 s: CPU seconds of both iperf3 processes
 
 
 def test_iperf_forward_json_takes_the_servers_receiver_intervals():
