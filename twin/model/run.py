@@ -46,22 +46,14 @@ class RunInputs:
                 for pol in applies.get(step.index, ()):
                     current = current.with_policy(pol)
                 desired[step.index] = current
-            elif step.kind == "label":
+            elif step.kind in ("label", "annotate"):  # metadata of an object: kubectl label / annotate
                 lb = step.label
+                change = current.with_labels if step.kind == "label" else current.with_annotations
                 try:
-                    current = current.with_labels(lb.kind, lb.key, dict(lb.set), lb.remove)
+                    current = change(lb.kind, lb.key, dict(lb.set), lb.remove)
                 except KeyError:
-                    raise InputError([error(f"Scenario {scenario.name}", f"steps[{step.index}].label.object",
+                    raise InputError([error(f"Scenario {scenario.name}", f"steps[{step.index}].{step.kind}.object",
                                             f"{lb.kind}/{lb.key} does not exist", file or scenario.file,
-                                            step.line)]) from None
-                desired[step.index] = current
-            elif step.kind == "annotate":
-                an = step.label
-                try:
-                    current = current.with_annotations(an.kind, an.key, dict(an.set), an.remove)
-                except KeyError:
-                    raise InputError([error(f"Scenario {scenario.name}", f"steps[{step.index}].annotate.object",
-                                            f"{an.kind}/{an.key} does not exist", file or scenario.file,
                                             step.line)]) from None
                 desired[step.index] = current
             elif step.kind == "delete":
