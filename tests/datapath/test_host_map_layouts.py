@@ -5,12 +5,12 @@ import pytest
 
 from conftest import require_kernel
 from test_map_layouts import assert_layout_matches
-from datapath.maps import host_ifaces, l2_responder, lb_backends, lb_revnat, lb_services, ns_nat
+from datapath.maps import bandwidth, host_ifaces, l2_responder, lb_backends, lb_revnat, lb_services, ns_nat
 
 pytestmark = pytest.mark.datapath
 
 CODECS = [l2_responder.CODEC, host_ifaces.CODEC, ns_nat.CODEC, ns_nat.REMOTE_CODEC,
-          lb_services.CODEC, lb_backends.CODEC, lb_revnat.CODEC]
+          lb_services.CODEC, lb_backends.CODEC, lb_revnat.CODEC, bandwidth.CODEC]
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,12 @@ def test_host_map_layouts_match_bpf_host_object(host_program, codec):
 def test_host_map_types_and_sizes(host_program):
     from bcc.table import BPF_MAP_TYPE_ARRAY, BPF_MAP_TYPE_HASH as HASH, BPF_MAP_TYPE_LRU_HASH as LRU_HASH
 
+    from datapath.constants import BW_MAP_SIZE
+
     expected = {"l2_responder": (HASH, l2_responder.MAP_SIZE), "host_ifaces": (HASH, host_ifaces.MAP_SIZE),
                 "ns_nat": (LRU_HASH, ns_nat.MAP_SIZE), "ns_remote_backends": (HASH, ns_nat.REMOTE_MAP_SIZE),
-                "host_stats": (BPF_MAP_TYPE_ARRAY, len(ns_nat.HostCounter))}
+                "host_stats": (BPF_MAP_TYPE_ARRAY, len(ns_nat.HostCounter)),
+                "bw_pods": (HASH, BW_MAP_SIZE)}
     for name, (map_type, size) in expected.items():
         table = host_program.table(name)
         assert (table.ttype, table.max_entries) == (map_type, size), name
