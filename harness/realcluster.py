@@ -145,17 +145,11 @@ class RealCluster:
                         self.topo.external_add_pool(str(net))
                         self._pools.add(str(net))
 
-    @property
-    def limiter(self) -> bool:
-        """Whether the agents run the Bandwidth Manager's limiter."""
-        return self.bandwidth
-
     def _make_agent(self, NodeAgent, host, tables):
         """One node's agent; in L2 runs with its elector (API URL, election timings, rate limit);
         with the Bandwidth Manager's limiter when the run needs it."""
-        extra = {"bandwidth": True} if self.limiter else {}
         if self.l2 is None:
-            return NodeAgent(host, self.store, socket_lb=self.socket_lb, tables=tables, **extra)
+            return NodeAgent(host, self.store, socket_lb=self.socket_lb, tables=tables, bandwidth=self.bandwidth)
         from datapath.agent import L2Config
         topo, node = self.topo, host.name
 
@@ -163,7 +157,7 @@ class RealCluster:
             return topo.popen(node, argv, **kw)
         return NodeAgent(host, self.store, socket_lb=self.socket_lb, tables=tables,
                          l2=L2Config(self.control.url, self.params, spawn=spawn), on_l2_event=self._on_l2_event,
-                         **extra)
+                         bandwidth=self.bandwidth)
 
     def bandwidth_state(self) -> dict:
         """The Bandwidth Manager as this run has it (``Observations.bandwidth``): ``mechanism``
@@ -186,13 +180,10 @@ class RealCluster:
                 "reason": "; ".join(reasons), "nodes": nodes}
 
     def node_mechanism(self, node: str) -> str:
-        """The limiter ``node``'s agent runs (``htb`` | ``edt-fq``), ``none`` without one."""
-        if not self.limiter or node not in self.agents:
-            return "none"
-        try:
-            return str(self.agents[node].bandwidth_status().get("mechanism") or "unknown")
-        except Exception as exc:  # noqa: BLE001 - a killed agent reports nothing
-            return f"unknown ({type(exc).__name__})"
+        """The limiter ``node``'s agent runs (``htb`` | ``edt-fq``), ``none`` without one
+        (the agent's probed mechanism: nothing is read from the kernel)."""
+        mech = self.agents[node].bandwidth_mechanism if self.bandwidth and node in self.agents else None
+        return mech.name if mech is not None else "none"
 
     def _on_l2_event(self, node: str, event) -> None:
         t = event.get("t") if isinstance(event, dict) else None

@@ -548,6 +548,12 @@ class NodeAgent:
                     "responder_fault": self._responder_fault, "programmed": sorted(self._programmed),
                     "wanted": list(self._wanted or ()), "killed": self._killed, "errors": list(self.l2_errors)}
 
+    @property
+    def bandwidth_mechanism(self):
+        """The limiter this agent's datapath runs (:class:`datapath.bandwidth.Mechanism`), None
+        without ``bandwidth`` or before :meth:`start`."""
+        return self.datapath.bandwidth_mechanism if self.bandwidth and self.datapath is not None else None
+
     def bandwidth_status(self) -> dict:
         """``{"mechanism", "reason", "fq_available", "device", "limits": {pod_key:
         {"ip", "bytes_per_s", "rate_bps", "class"}}}``, the limits read from the

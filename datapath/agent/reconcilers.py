@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Callable, Collection, Mapping, Protocol
 
 from twin.model.objects import Cluster
-from twin.semantics.bandwidth import EgressLimit, node_limits
+from twin.semantics.bandwidth import node_limits
 
 from datapath.agent.store import CLUSTER, ENDPOINT_STATES, DesiredState
 from datapath.agent.tables import ClusterTables
@@ -257,13 +257,13 @@ class HostReconciler:
         return result
 
 
-def compile_bandwidth(cluster: Cluster, node: str) -> tuple[dict[ipaddress.IPv4Address, int], dict[str, EgressLimit]]:
+def compile_bandwidth(cluster: Cluster, node: str) -> tuple[dict[ipaddress.IPv4Address, int], dict[str, ipaddress.IPv4Address]]:
     """``node``'s pod egress limits as the datapath programs them: pod IP ->
     bytes/s from :func:`twin.semantics.bandwidth.node_limits` (only enforced
-    limits), and the limits by pod key."""
+    limits), and the limited pods' IPs by pod key."""
     limits = node_limits(cluster, node)
     ips = {p.key: ipaddress.IPv4Address(p.ip) for p in cluster.pods if p.key in limits}
-    return {ips[key]: lim.bytes_per_s for key, lim in limits.items()}, limits
+    return {ips[key]: lim.bytes_per_s for key, lim in limits.items()}, ips
 
 
 class BandwidthReconciler:
@@ -277,12 +277,10 @@ class BandwidthReconciler:
 
     def __init__(self, host: NodeHost, dp: NodeDatapath) -> None:
         self.host, self.dp = host, dp
-        self.pods: dict[str, EgressLimit] = {}  # pod key -> limit last programmed
-        self.ips: dict[str, ipaddress.IPv4Address] = {}  # pod key -> its IP then
+        self.ips: dict[str, ipaddress.IPv4Address] = {}  # limited pod key -> its IP, as last programmed
 
     def reconcile(self, desired: DesiredState, tables: ClusterTables) -> ReconcileResult:
-        limits, by_pod = compile_bandwidth(desired.cluster, self.host.name)
+        limits, ips = compile_bandwidth(desired.cluster, self.host.name)
         result = self.dp.set_bandwidth(limits)
-        self.pods = by_pod
-        self.ips = {p.key: ipaddress.IPv4Address(p.ip) for p in desired.cluster.pods if p.key in by_pod}
+        self.ips = ips
         return result

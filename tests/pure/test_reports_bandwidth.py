@@ -180,6 +180,8 @@ def test_report_reads_records_from_the_observations_of_a_result_without_the_sect
 # -- the result's bandwidth section and the limiter asked of every agent (no kernel: fake agents) --
 
 class _AgentWithLimiter:
+    bandwidth_mechanism = type("Mechanism", (), {"name": "htb"})()
+
     def __init__(self, host, store, socket_lb=False, tables=None, bandwidth: bool = False, **kw):
         self.kw = {"bandwidth": bandwidth, **kw}
 
