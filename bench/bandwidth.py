@@ -38,9 +38,9 @@ from pathlib import Path
 
 from harness.calibrate import calibrate
 from twin.calibration import load_bandwidth_profile
-from twin.semantics.bandwidth import tcp_payload_fraction
+from twin.semantics.bandwidth import limit_of, tcp_payload_fraction
 from twin.semantics.delays import DELAYS
-from twin.semantics.rates import limit_of, predict_throughput
+from twin.semantics.rates import predict_throughput
 
 BENCH = Path(__file__).resolve().parent
 DEFAULT_OUT = BENCH / "results"

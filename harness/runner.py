@@ -28,11 +28,13 @@ from harness.inputs import load_run_inputs
 from harness.real import RealBackend
 from twin.model.enums import Protocol
 from twin.model.findings import InputError, TwinError, error
-from twin.model.observations import FlowRecord, Observations
+from twin.model.observations import FlowRecord, Observations, Rate
 from twin.model.run import Backend, RunInputs, needs_l2
 from twin.model.scenario import Scenario, kill_loops, service_key
 from twin.semantics.endpoints import kill_predictions
 from twin.semantics.lb import frontend, lb_table
+from twin.semantics.rates import jain
+from twin.semantics.rates import rate_bounds as _rate_bounds
 from twin.sim.backend import TwinBackend
 
 
@@ -344,12 +346,8 @@ def diff_l2(inputs: RunInputs, twin_obs: Observations, real_obs: Observations, t
 # -- Bandwidth Manager: throughput records ------------------------------------------------------
 
 def rate_bounds(rate: dict, tol: float) -> tuple[float, float | None]:
-    """The accepted range of a twin :class:`~twin.model.observations.Rate` (as a dict): its
-    interval ``[lo, hi]`` widened by ``tol`` (relative) on each side; without ``hi`` only the
-    lower bound; without ``lo`` the point ``bps`` is the lower end."""
-    lo = rate.get("lo") if rate.get("lo") is not None else rate.get("bps")
-    hi = rate.get("hi")
-    return float(lo or 0.0) * (1 - tol), (float(hi) * (1 + tol) if hi is not None else None)
+    """:func:`twin.semantics.rates.rate_bounds` of a twin Rate in its JSON form."""
+    return _rate_bounds(Rate(float(rate.get("bps") or 0.0), rate.get("lo"), rate.get("hi")), tol)
 
 
 def _inside(value: float | None, bounds: tuple[float, float | None]) -> bool:
@@ -357,11 +355,10 @@ def _inside(value: float | None, bounds: tuple[float, float | None]) -> bool:
 
 
 def jain_fairness(rates) -> float | None:
-    """Jain's fairness index ``(Σx)² / (n·Σx²)`` of the streams' goodputs: 1.0 when all are
-    equal, 1/n when one stream has everything; None without streams or traffic."""
+    """:func:`twin.semantics.rates.jain` of the streams' goodputs, rounded; None without
+    streams or traffic."""
     xs = [float(x) for x in rates]
-    sq = sum(x * x for x in xs)
-    return round(sum(xs) ** 2 / (len(xs) * sq), 4) if xs and sq > 0 else None
+    return round(jain(xs), 4) if any(xs) else None
 
 
 def _mbit(x) -> str:

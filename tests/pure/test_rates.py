@@ -169,7 +169,7 @@ def test_a_measurement_agrees_when_inside_the_interval_widened_by_the_tolerance(
 
 
 def test_limit_of_applies_the_same_semantics_as_a_pods_annotation():
-    from twin.semantics.rates import limit_of
+    from twin.semantics.bandwidth import limit_of
     assert limit_of("10M").rate_bps == 10_000_000 and limit_of("10Mi").rate_bps == 10_485_760
     assert not limit_of("-5M").enforced and not limit_of("10Mbps").enforced
     assert not limit_of("10M", bandwidth_manager=False).enforced

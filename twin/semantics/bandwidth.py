@@ -106,15 +106,17 @@ def cilium_bytes_per_s(bits: int) -> int:
 def egress_limit(pod: "Pod", values: "Values") -> EgressLimit | None:
     """The pod's egress limit as Cilium applies it; None when the pod has no annotation."""
     raw = pod.annotation(EGRESS_ANNOTATION)
-    if raw is None:
-        return None
-    raw = str(raw)
+    return None if raw is None else limit_of(str(raw), values.bandwidth_manager)
+
+
+def limit_of(raw: str, bandwidth_manager: bool = True) -> EgressLimit:
+    """What Cilium does with an ``egress-bandwidth`` annotation of ``raw``."""
     try:
         bits = parse_quantity(raw)
     except ValueError as exc:
         return EgressLimit(raw, None, 0, False,
                            f"{exc}; Cilium logs this at debug level and applies no limit")
-    if not values.bandwidth_manager:
+    if not bandwidth_manager:
         return EgressLimit(raw, bits, 0, False, "bandwidthManager.enabled is false: the annotation has no effect")
     nbytes = cilium_bytes_per_s(bits)
     if bits < 0:

@@ -50,7 +50,7 @@ from typing import Sequence
 
 from twin.model.calibration import BandwidthProfile, RatePoint
 from twin.model.observations import Rate, RateInterval
-from twin.semantics.bandwidth import DEFAULT_MTU, EGRESS_ANNOTATION, EgressLimit, egress_limit, tcp_payload_fraction
+from twin.semantics.bandwidth import DEFAULT_MTU, EgressLimit, tcp_payload_fraction
 
 COVERAGE = "with n samples a new measurement falls inside [min, max] with probability (n-1)/(n+1)"
 
@@ -232,8 +232,7 @@ def _streams(goodput: Rate, parallel: int, points: Sequence[RatePoint]) -> tuple
             f"Jain's fairness index of the calibration {fair:.3f}")
 
 
-def _unlimited(profile: BandwidthProfile, same_node: bool, parallel: int, duration_s: float,
-               why: str) -> Prediction:
+def _unlimited(profile: BandwidthProfile, same_node: bool, parallel: int, why: str) -> Prediction:
     path = "same-node" if same_node else "cross-node"
     pts = [p for p in profile.unlimited if p.path == path and p.parallel == parallel] or \
           [p for p in profile.unlimited if p.path == path and p.parallel == 1]
@@ -278,7 +277,7 @@ def predict_throughput(limit: EgressLimit | None, same_node: bool, parallel: int
             why = f"annotation {limit.raw!r} not enforced ({limit.note})"
         else:
             why = "no egress-bandwidth annotation"
-        return _unlimited(profile, same_node, parallel, duration_s, why)
+        return _unlimited(profile, same_node, parallel, why)
     frac = tcp_payload_fraction(mtu)
     eff = efficiency(profile, rate, parallel, "goodput", duration_s)
     ieff = efficiency(profile, rate, parallel, "intervals")
@@ -303,28 +302,16 @@ def predict_throughput(limit: EgressLimit | None, same_node: bool, parallel: int
     return Prediction(goodput, streams, interval, rate, same_node, eff.extrapolated, fair, basis)
 
 
-def rate_agrees(measured_bps: float, predicted: Rate, tolerance: float = 0.05) -> bool:
-    """Whether a measured goodput falls in the predicted interval widened by ``tolerance``
-    (``settings.rate_tolerance``): ``lo x (1 - tol) <= measured <= hi x (1 + tol)``; a missing
-    ``hi`` (an unlimited path without calibration) bounds nothing above."""
+def rate_bounds(predicted: Rate, tolerance: float = 0.05) -> tuple[float, float | None]:
+    """The accepted range of a measurement against ``predicted``: its interval widened by
+    ``tolerance`` (``settings.rate_tolerance``) on each side, ``lo x (1 - tol) .. hi x (1 + tol)``;
+    without ``lo`` the point is the lower end; a missing ``hi`` (an unlimited path) bounds
+    nothing above (None)."""
     lo = predicted.lo if predicted.lo is not None else predicted.bps
-    if measured_bps < lo * (1 - tolerance):
-        return False
-    return predicted.hi is None or measured_bps <= predicted.hi * (1 + tolerance)
+    return lo * (1 - tolerance), (predicted.hi * (1 + tolerance) if predicted.hi is not None else None)
 
 
-class _Annotated:
-    """A pod and values reduced to what :func:`egress_limit` reads (for :func:`limit_of`)."""
-
-    def __init__(self, raw: str, bandwidth_manager: bool):
-        self.raw, self.bandwidth_manager = raw, bandwidth_manager
-
-    def annotation(self, name: str) -> str | None:
-        return self.raw if name == EGRESS_ANNOTATION else None
-
-
-def limit_of(raw: str, bandwidth_manager: bool = True) -> EgressLimit:
-    """The :class:`EgressLimit` an ``egress-bandwidth`` annotation of ``raw`` gives (the same
-    semantics as a pod's, :func:`egress_limit`), e.g. for the benchmark's ``limit_of("10M")``."""
-    a = _Annotated(str(raw), bandwidth_manager)
-    return egress_limit(a, a)
+def rate_agrees(measured_bps: float, predicted: Rate, tolerance: float = 0.05) -> bool:
+    """Whether a measured goodput falls in :func:`rate_bounds`."""
+    lo, hi = rate_bounds(predicted, tolerance)
+    return measured_bps >= lo and (hi is None or measured_bps <= hi)
