@@ -47,6 +47,15 @@ def _key(limit: EgressLimit | None):
     return limit.rate_bps if limit is not None else None
 
 
+def _stream_factors(p: Prediction) -> tuple[float, float | None]:
+    """The bounds of one stream's calibrated share of ``p``'s sum, relative to a fair share
+    (lo, hi; hi None when nothing bounds it)."""
+    g, st, n = p.goodput, p.streams[0], len(p.streams)
+    f_lo = st.lo * n / g.lo if st.lo is not None and g.lo else 0.0
+    f_hi = st.hi * n / g.hi if st.hi is not None and g.hi else None
+    return f_lo, f_hi
+
+
 class Limiter(Component):
     """One pod's egress limit on its node's native device (see the module docstring)."""
 
@@ -66,8 +75,10 @@ class Limiter(Component):
 
     # -- the agent's view --
     def _limit_in(self, cluster) -> EgressLimit | None:
-        pod = next((p for p in cluster.pods if p.key == self.pod), None)
-        return egress_limit(pod, cluster.values) if pod is not None else None
+        try:
+            return egress_limit(cluster.pod(self.pod), cluster.values)
+        except KeyError:  # the pod does not exist (yet) in that view
+            return None
 
     def _from_agent(self) -> EgressLimit | None:
         return self._limit_in(self.agent.cluster)
@@ -192,9 +203,7 @@ class ThroughputClient(Component):
             share = parallel / total
             f_lo, f_hi = 1.0, 1.0
             if share < 1:  # other flows share the pod's limit: this flow's streams get the calibrated shares
-                g, st = p.goodput, p.streams[0]
-                f_lo = st.lo * total / g.lo if st.lo is not None and g.lo else 0.0
-                f_hi = st.hi * total / g.hi if st.hi is not None and g.hi else None
+                f_lo, f_hi = _stream_factors(p)
             point += w * r.bps * share
             lo += w * (r.lo if r.lo is not None else r.bps) * share * f_lo
             hi = None if hi is None or r.hi is None or f_hi is None else hi + w * r.hi * share * f_hi
@@ -234,10 +243,7 @@ class ThroughputClient(Component):
             widened = widened or w
         # per stream: goodput / n; the interval from the first segment's calibrated shares of its sum
         first = preds[0]
-        n_pod = len(first.streams)
-        s0 = first.streams[0]
-        f_lo = s0.lo * n_pod / first.goodput.lo if s0.lo is not None and first.goodput.lo else 0.0
-        f_hi = s0.hi * n_pod / first.goodput.hi if s0.hi is not None and first.goodput.hi else None
+        f_lo, f_hi = _stream_factors(first)
         n = t.parallel
         if n == 1:
             streams = (goodput,)
