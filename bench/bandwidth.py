@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.calibrate import calibrate
+from harness.calibrate import calibrate, pod_manifest
 from twin.calibration import load_bandwidth_profile
 from twin.semantics.bandwidth import limit_of, tcp_payload_fraction
 from twin.semantics.delays import DELAYS
@@ -48,20 +48,14 @@ LIMITS = ("1M", "10M", "100M", "1G")
 GOALS = {"achieved_over_configured": (0.95, 1.02), "unlimited_with_over_without": 0.95}
 
 
-def _pod(name: str, node: str, limit: str | None = None) -> str:
-    ann = f"\n  annotations:\n    kubernetes.io/egress-bandwidth: \"{limit}\"" if limit else ""
-    return (f"apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels:\n    app: {name}{ann}\n"
-            f"spec:\n  nodeName: {node}\n  containers:\n  - name: iperf3\n    image: networkstatic/iperf3\n")
-
-
 def _overhead_run(limiter: bool, duration_s: float, seed: int) -> dict:
     """One real run: the unannotated pod ``free`` (k8s-w1) sends to k8s-w2 for ``duration_s``."""
     from harness.inputs import load_run_inputs
     from harness.real import RealBackend
     with tempfile.TemporaryDirectory(prefix="twin-bench-bw-") as d:
         p = Path(d)
-        (p / "pods.yaml").write_text("---\n".join([_pod("free", "k8s-w1"), _pod("anchor", "k8s-w1", "10M"),
-                                                   _pod("client", "k8s-w2")]))
+        (p / "pods.yaml").write_text("---\n".join([pod_manifest("free", "k8s-w1"), pod_manifest("anchor", "k8s-w1", "10M"),
+                                                   pod_manifest("client", "k8s-w2")]))
         (p / "values.yaml").write_text(f"bandwidthManager:\n  enabled: {'true' if limiter else 'false'}\n"
                                        "kubeProxyReplacement: true\n")
         (p / "s.yaml").write_text("scenario: bench-bandwidth-overhead\nmanifests: [pods.yaml]\nvalues: values.yaml\n"

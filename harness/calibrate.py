@@ -50,7 +50,8 @@ PARALLEL_POINTS = (("10M", 2), ("10M", 4))
 SERVER_NODE, CLIENT_NODE = "k8s-w1", "k8s-w2"
 
 
-def _pod(name: str, node: str, limit: str | None = None) -> str:
+def pod_manifest(name: str, node: str, limit: str | None = None) -> str:
+    """A pod pinned to ``node`` (YAML), with an egress limit when ``limit`` is given."""
     ann = f"\n  annotations:\n    {EGRESS_ANNOTATION}: \"{limit}\"" if limit else ""
     return (f"apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels:\n    app: {name}{ann}\n"
             f"spec:\n  nodeName: {node}\n  containers:\n  - name: iperf3\n    image: networkstatic/iperf3\n")
@@ -63,8 +64,8 @@ def _server_name(limit: str, parallel: int = 1) -> str:
 def plan(limits: list[str], repeats: int, duration_s: float, seed: int = 1) -> tuple[str, str, list[dict]]:
     """(manifests YAML, scenario steps YAML, the runs in order): one round per repeat, each
     round every configuration once in a shuffled order, then the annotation flips."""
-    pods = [_pod("bw-client", CLIENT_NODE), _pod("bw-client-local", SERVER_NODE), _pod("bw-free", SERVER_NODE),
-            _pod("bw-apply", SERVER_NODE, "10M")]
+    pods = [pod_manifest("bw-client", CLIENT_NODE), pod_manifest("bw-client-local", SERVER_NODE), pod_manifest("bw-free", SERVER_NODE),
+            pod_manifest("bw-apply", SERVER_NODE, "10M")]
     configs: list[dict] = []
     for lim in limits:
         configs.append({"kind": "limited", "limit": lim, "parallel": 1, "server": _server_name(lim),
@@ -79,7 +80,7 @@ def plan(limits: list[str], repeats: int, duration_s: float, seed: int = 1) -> t
                     "client": "bw-client-local"})
     for c in configs:
         if c["kind"] == "limited":
-            pods.append(_pod(c["server"], SERVER_NODE, c["limit"]))
+            pods.append(pod_manifest(c["server"], SERVER_NODE, c["limit"]))
     rng = random.Random(seed)
     runs: list[dict] = []
     steps: list[str] = []
